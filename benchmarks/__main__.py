@@ -1,0 +1,73 @@
+"""Run every ``benchmarks/bench_*.py`` and write ``benchmarks/results.json``.
+
+    python -m benchmarks [--quick] [--only NAME ...] [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import benchmarks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke check)")
+    parser.add_argument("--only", nargs="*", default=None, help="module names, e.g. bench_kem")
+    parser.add_argument(
+        "--output", type=Path, default=Path(benchmarks.__file__).parent / "results.json"
+    )
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    names = sorted(
+        m.name
+        for m in pkgutil.iter_modules(benchmarks.__path__)
+        if m.name.startswith("bench_") and (args.only is None or m.name in args.only)
+    )
+    results: list[dict[str, object]] = []
+    failed: list[str] = []
+    for name in names:
+        console.print(f"[bold]running {name}[/bold]")
+        started = time.perf_counter()
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+            for result in module.run(quick=args.quick):
+                record = result.to_json()
+                record["module"] = name
+                results.append(record)
+        except Exception:
+            failed.append(name)
+            console.print(f"[red]{name} failed:[/red]\n{traceback.format_exc()}")
+        console.print(f"  {name}: {time.perf_counter() - started:.1f} s")
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    table = Table(title=f"benchmarks ({args.output})")
+    for col in ("name", "value", "unit", "baseline", "ratio", "target"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            str(r["name"]),
+            f"{r['value']:.4g}",
+            str(r["unit"]),
+            f"{r['baseline']:.4g}" if "baseline" in r else "",
+            f"{r['ratio']:.3g}" if "ratio" in r else "",
+            str(r.get("target", "")),
+        )
+    Console().print(table)
+    if failed:
+        console.print(f"[red]failed modules: {', '.join(failed)}[/red]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
