@@ -1,6 +1,6 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/results.json``.
 
-    python -m benchmarks [--quick] [--only NAME ...] [--output PATH]
+python -m benchmarks [--quick] [--only NAME ...] [--output PATH]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ratio']:.3g}" if "ratio" in r else "",
             str(r.get("target", "")),
         )
-    Console().print(table)
+    Console(width=max(Console().width, 150)).print(table)
     if failed:
         console.print(f"[red]failed modules: {', '.join(failed)}[/red]")
         return 1

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Result", "ops_per_second", "best_of"]
+__all__ = ["Result", "best_of", "ops_per_second"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ cannot break the others. To add a command, write a ``click`` command or group in
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import click
@@ -22,7 +23,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "qkd": ("hybridchan.cli.qkd_cmd", "qkd", "Simulate a QKD link and its post-processing."),
     "kme": ("hybridchan.cli.kme_cmd", "kme", "Run a key management entity (ETSI GS QKD 014)."),
     "ca": ("hybridchan.cli.ca_cmd", "ca", "Create a CA and issue certificates."),
-    "serve": ("hybridchan.cli.channel_cmd", "serve", "Run an echo/chat server over a hybrid channel."),
+    "serve": (
+        "hybridchan.cli.channel_cmd",
+        "serve",
+        "Run an echo/chat server over a hybrid channel.",
+    ),
     "connect": ("hybridchan.cli.channel_cmd", "connect", "Connect to a hybrid channel server."),
     "rndl": ("hybridchan.cli.rndl_cmd", "rndl", "Compare record-now-decrypt-later threats."),
 }

@@ -1,0 +1,53 @@
+"""The command-line entry point: every level answers --help; kem subcommands work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from hybridchan.cli import main
+
+
+def test_help_on_every_level() -> None:
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0
+    commands = main.list_commands(None)  # type: ignore[arg-type]
+    assert "kem" in commands
+    for name in commands:
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        command = main.get_command(None, name)  # type: ignore[arg-type]
+        for sub in getattr(command, "commands", {}):
+            sub_result = runner.invoke(main, [name, sub, "--help"])
+            assert sub_result.exit_code == 0, (name, sub, sub_result.output)
+
+
+def test_kem_list_json_and_try() -> None:
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(main, ["kem", "list", "--json"]).output)
+    usable = {(r["name"], r["backend"]) for r in listed if r["available"]}
+    assert ("ML-KEM-768", "openssl") in usable
+    result = runner.invoke(main, ["kem", "try", "X25519MLKEM768", "--rounds", "2"])
+    assert result.exit_code == 0
+    assert "both sides agree: yes" in result.output
+
+
+def test_kem_try_unknown_name_is_a_clear_error() -> None:
+    result = CliRunner().invoke(main, ["kem", "try", "Kyber-9000"])
+    assert result.exit_code != 0
+    assert "unknown KEM 'Kyber-9000'; expected one of" in result.output
+
+
+def test_python_dash_m_entry_point() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "hybridchan", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "Commands" in out.stdout
