@@ -1,0 +1,1 @@
+"""Record-now-decrypt-later analysis: recorder, baselines, future adversaries, report."""
