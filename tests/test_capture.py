@@ -29,7 +29,7 @@ def _echo_server() -> tuple[socket.socket, threading.Thread]:
 
 
 def test_relay_records_both_directions_exactly(tmp_path: Path) -> None:
-    listener, thread = _echo_server()
+    listener, _thread = _echo_server()
     payload = bytes(range(97, 123)) * 5000
     with capture.CaptureRelay(listener.getsockname(), tmp_path, label="echo") as relay:
         with socket.create_connection(relay.address, timeout=10) as client:

@@ -221,10 +221,11 @@ class CaptureRelay:
             writer.close()
             self._active.discard(task)  # type: ignore[arg-type]
             return
+        peer = writer.get_extra_info("peername")
         meta = {
             "created": _dt.datetime.now(_dt.UTC).isoformat(),
-            "client": "%s:%d" % writer.get_extra_info("peername")[:2],
-            "server": "%s:%d" % self.target,
+            "client": f"{peer[0]}:{peer[1]}",
+            "server": f"{self.target[0]}:{self.target[1]}",
             "label": self.label,
         }
         with path.open("wb") as out:
