@@ -1,0 +1,261 @@
+"""Handshake latency: hybridchan's sans-IO handshake vs OpenSSL TLS 1.3, same process.
+
+Figures (milliseconds per complete handshake, both sides, in memory):
+
+* ``handshake/full``: X25519 + ML-KEM-768 + a 32-byte QKD key from the in-memory pool,
+  server authenticated by an ML-DSA-65 certificate (ML-DSA-65 root) -- against OpenSSL
+  TLS 1.3 through pyOpenSSL over memory BIOs with the X25519MLKEM768 group, an ML-DSA-65
+  certificate chain verified by the client, AES-256-GCM-SHA384, no session cache and
+  ``OP_NO_TICKET`` (our handshake issues no tickets). Target: ratio <= 1.0.
+* ``handshake/full/primitives`` and ``.../protocol-overhead``: the public-key and QKD
+  operations the full handshake performs, timed on their own, and the rest (codec,
+  state machines, key schedule, certificate parsing), which is total minus primitives.
+* ``handshake/qkd-psk``: hybrid+qkd components with QKD-PSK authentication (no
+  signatures) against the same OpenSSL handshake; target >= 4x faster (ratio <= 0.25).
+  ``handshake/qkd-only-psk`` shows the pure-QKD variant.
+
+Reproduce: ``.venv/bin/python -m benchmarks --only bench_handshake``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+
+import kem
+from benchmarks._common import Result, best_of
+from handshake import ClientHandshake, HandshakeComplete, HandshakeConfig, SendData, ServerHandshake
+from handshake.auth import _issued_by
+from handshake.pki import Credential, create_ca, issue_certificate
+from qkd.keysource import InMemoryKeyPool
+
+SERVER_NAME = "bench.example"
+
+
+def _pki() -> tuple[Credential, Credential]:
+    now = dt.datetime.now(dt.UTC)
+    ca = create_ca("bench root", algorithm="ml-dsa-65", now=now)
+    leaf = issue_certificate(
+        ca, SERVER_NAME, algorithm="ml-dsa-65", dns_names=[SERVER_NAME], now=now
+    )
+    return ca, leaf
+
+
+# -- ours -----------------------------------------------------------------------------------
+
+
+def _our_configs(
+    ca: Credential, leaf: Credential, policy: str, auth: str
+) -> tuple[HandshakeConfig, HandshakeConfig]:
+    pool = InMemoryKeyPool(os.urandom)
+    common: dict[str, Any] = {"policy": policy, "auth_mode": auth, "server_name": SERVER_NAME}
+    client = HandshakeConfig(
+        **common,
+        trust_store=(ca.certificate,),
+        qkd_source=pool.source("sae-a"),
+        peer_sae_id="sae-b",
+    )
+    server = HandshakeConfig(
+        **common,
+        credential=leaf if auth == "certificate" else None,
+        qkd_source=pool.source("sae-b"),
+        peer_sae_id="sae-a",
+    )
+    return client, server
+
+
+def our_handshake(client_cfg: HandshakeConfig, server_cfg: HandshakeConfig) -> None:
+    client = ClientHandshake(client_cfg, random=os.urandom, now=time.time)
+    server = ServerHandshake(server_cfg, random=os.urandom, now=time.time)
+    client.start()
+    done = 0
+    for _ in range(4):
+        for src, dst in ((client, server), (server, client)):
+            while (event := src.next_event()) is not None:
+                if isinstance(event, SendData):
+                    dst.receive(event.epoch, event.data)
+                elif isinstance(event, HandshakeComplete):
+                    done += 1
+    if done != 2:
+        raise RuntimeError("benchmark handshake did not complete")
+
+
+def primitives(ca: Credential, leaf: Credential) -> Callable[[], None]:
+    """The public-key and QKD operations of one full handshake, nothing else."""
+    x25519, mlkem = kem.get_kem("X25519"), kem.get_kem("ML-KEM-768")
+    pool = InMemoryKeyPool(os.urandom)
+    a, b = pool.source("sae-a"), pool.source("sae-b")
+    data = os.urandom(130)
+    public: Any = leaf.certificate.public_key()
+
+    def run() -> None:
+        for k in (x25519, mlkem):
+            pair = k.generate_keypair(os.urandom(k.seed_size) if k.supports_derandomized else None)
+            ct, _ = k.encapsulate(pair.public)
+            k.decapsulate(pair.private, ct)
+        signature = leaf.private_key.sign(data)  # type: ignore[call-arg]
+        public.verify(signature, data)
+        # chain check exactly as the handshake does it (issuer key parsed once, cached)
+        assert _issued_by(leaf.certificate, ca.certificate)
+        key = a.new_key("sae-b")
+        b.get_key("sae-a", key.key_id)
+
+    return run
+
+
+# -- OpenSSL baseline -----------------------------------------------------------------------
+
+
+def _openssl_contexts(
+    ca: Credential, leaf: Credential, workdir: Path
+) -> tuple[SSL.Context, SSL.Context]:
+    from OpenSSL._util import lib  # pyOpenSSL does not wrap the groups call
+
+    leaf.write(workdir / "leaf.pem", workdir / "leaf.key")
+    (workdir / "ca.pem").write_bytes(ca.cert_pem())
+    contexts = []
+    for server in (False, True):
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+        ctx.set_tls13_ciphersuites(b"TLS_AES_256_GCM_SHA384")
+        if lib.SSL_CTX_set1_curves_list(ctx._context, b"X25519MLKEM768") != 1:
+            raise RuntimeError("this OpenSSL does not offer the X25519MLKEM768 group")
+        if server:
+            ctx.use_certificate_chain_file(str(workdir / "leaf.pem"))
+            ctx.use_privatekey_file(str(workdir / "leaf.key"))
+            ctx.set_options(SSL.OP_NO_TICKET)
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        else:
+            ctx.load_verify_locations(str(workdir / "ca.pem"))
+            ctx.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+        contexts.append(ctx)
+    return contexts[0], contexts[1]
+
+
+def openssl_handshake(client_ctx: SSL.Context, server_ctx: SSL.Context) -> SSL.Connection:
+    client, server = SSL.Connection(client_ctx, None), SSL.Connection(server_ctx, None)
+    client.set_tlsext_host_name(SERVER_NAME.encode())
+    client.set_connect_state()
+    server.set_accept_state()
+    done = [False, False]
+    for _ in range(10):
+        for i, conn in enumerate((client, server)):
+            if not done[i]:
+                try:
+                    conn.do_handshake()
+                    done[i] = True
+                except SSL.WantReadError:
+                    pass
+        moved = 0
+        for src, dst in ((client, server), (server, client)):
+            try:
+                data = src.bio_read(1 << 17)
+            except SSL.WantReadError:
+                continue
+            dst.bio_write(data)
+            moved += len(data)
+        if all(done) and not moved:
+            return client
+    raise RuntimeError("OpenSSL baseline handshake did not complete")
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], object]], *, repeat: int, number: int
+) -> dict[str, float]:
+    """Best milliseconds per call of each candidate, timed in alternating rounds so that a
+    load change on a shared machine hits every candidate alike."""
+    best = {name: float("inf") for name in candidates}
+    for fn in candidates.values():
+        fn()  # warm-up
+    for _ in range(repeat):
+        for name, fn in candidates.items():
+            best[name] = min(best[name], best_of(fn, repeat=1, number=number) * 1000)
+    return best
+
+
+def run(quick: bool) -> list[Result]:
+    repeat, number = (4, 4) if quick else (30, 8)
+    ca, leaf = _pki()
+    with tempfile.TemporaryDirectory() as tmp:
+        client_ctx, server_ctx = _openssl_contexts(ca, leaf, Path(tmp))
+        conn = openssl_handshake(client_ctx, server_ctx)
+        group = conn.get_group_name()
+        if str(group).lower() != "x25519mlkem768":
+            raise RuntimeError(f"OpenSSL negotiated {group}, not X25519MLKEM768")
+
+        full = _our_configs(ca, leaf, "hybrid+qkd", "certificate")
+        psk = _our_configs(ca, leaf, "hybrid+qkd", "qkd-psk")
+        qkd_only = _our_configs(ca, leaf, "qkd-only", "qkd-psk")
+        ms = interleaved(
+            {
+                "openssl": lambda: openssl_handshake(client_ctx, server_ctx),
+                "full": lambda: our_handshake(*full),
+                "primitives": primitives(ca, leaf),
+                "qkd-psk": lambda: our_handshake(*psk),
+                "qkd-only": lambda: our_handshake(*qkd_only),
+            },
+            repeat=repeat,
+            number=number,
+        )
+    openssl_ms, full_ms, prim_ms, psk_ms, qkd_only_ms = (
+        ms[k] for k in ("openssl", "full", "primitives", "qkd-psk", "qkd-only")
+    )
+    base: dict[str, Any] = {
+        "baseline": openssl_ms,
+        "baseline_name": "openssl-tls13/X25519MLKEM768+ML-DSA-65",
+    }
+    return [
+        Result(
+            "handshake/openssl-tls13",
+            openssl_ms,
+            "ms",
+            notes=f"group {group}, OP_NO_TICKET, session cache off",
+        ),
+        Result(
+            "handshake/full",
+            full_ms,
+            "ms",
+            **base,
+            target="ratio <= 1.0",
+            notes="X25519+ML-KEM-768+QKD, ML-DSA-65 cert chain, server auth",
+        ),
+        Result(
+            "handshake/full/primitives",
+            prim_ms,
+            "ms",
+            baseline=full_ms,
+            baseline_name="handshake/full",
+        ),
+        Result(
+            "handshake/full/protocol-overhead",
+            max(full_ms - prim_ms, 0.0),
+            "ms",
+            baseline=full_ms,
+            baseline_name="handshake/full",
+            notes="codec, state machines, key schedule, certificate parsing",
+        ),
+        Result(
+            "handshake/qkd-psk",
+            psk_ms,
+            "ms",
+            **base,
+            target="ratio <= 0.25 (>= 4x faster)",
+            notes="X25519+ML-KEM-768+QKD, QKD-PSK auth, no signatures",
+        ),
+        Result("handshake/qkd-only-psk", qkd_only_ms, "ms", **base, notes="QKD key + QKD-PSK only"),
+    ]
+
+
+if __name__ == "__main__":
+    for r in run(quick=False):
+        print(r.to_json())

@@ -1,0 +1,137 @@
+"""Helpers both state machines use: scheme lists, Certificate messages, QKD keys, SessionInfo.
+
+Private module (no ``__all__`` re-export from the package).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+
+from handshake import auth
+from handshake._common import call_source
+from handshake.config import HandshakeConfig
+from handshake.errors import PolicyError
+from handshake.events import SessionInfo
+from handshake.messages import AuthMode, Certificate, CertificateType, QKDKeyRef, SignatureScheme
+from handshake.pki import Credential
+from handshake.policy import get_policy
+
+AUTH_MODE_CODES: Final[dict[str, int]] = {
+    "certificate": AuthMode.certificate,
+    "raw-key": AuthMode.raw_public_key,
+    "psk": AuthMode.external_psk,
+    "qkd-psk": AuthMode.qkd_psk,
+}
+AUTH_MODE_NAMES: Final[dict[int, str]] = {code: name for name, code in AUTH_MODE_CODES.items()}
+CIPHER_SUITE_NAME: Final = "TLS_AES_256_GCM_SHA384"
+
+
+def accepted_schemes(cfg: HandshakeConfig) -> tuple[int, ...]:
+    """Signature schemes we accept from the peer, in a stable order."""
+    return _accepted_schemes(cfg.policy, cfg.signature_schemes)
+
+
+@functools.lru_cache(maxsize=64)
+def _accepted_schemes(policy: str, names: tuple[str, ...] | None) -> tuple[int, ...]:
+    allowed = get_policy(policy).schemes
+    if names is None:
+        return tuple(int(s) for s in SignatureScheme if s in allowed)
+    out = []
+    for name in names:
+        try:
+            scheme = SignatureScheme[name]
+        except KeyError:
+            raise PolicyError(
+                f"unknown signature scheme {name!r}; known: "
+                f"{', '.join(s.name for s in SignatureScheme)}"
+            ) from None
+        if scheme in allowed:
+            out.append(int(scheme))
+    return tuple(out)
+
+
+def certificate_message(cfg: HandshakeConfig, certificate_type: int) -> Certificate:
+    """Our Certificate message: X.509 chains, or the raw SPKI of each key."""
+    if cfg.credential is None:
+        raise PolicyError("no credential configured for certificate/raw-key authentication")
+    creds = auth.credentials_of(cfg.credential)
+    chains: tuple[tuple[bytes, ...], ...]
+    if certificate_type == CertificateType.raw_public_key:
+        chains = tuple((auth.spki_der(c.private_key.public_key()),) for c in creds)
+    else:
+        chains = tuple(_der_chain(c) for c in creds)
+    return Certificate(certificate_type=certificate_type, chains=chains)
+
+
+@functools.lru_cache(maxsize=64)
+def _der_chain(credential: Credential) -> tuple[bytes, ...]:
+    """DER of a credential's certificate and chain, encoded once per credential."""
+    certs = (credential.certificate, *credential.chain)
+    return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in certs)[:8]
+
+
+def new_qkd_key(cfg: HandshakeConfig, purpose: int) -> tuple[QKDKeyRef, bytes]:
+    """Client side: reserve a fresh QKD key for the peer SAE, for exactly one purpose."""
+    what = "confidentiality" if purpose == QKDKeyRef.CONFIDENTIALITY else "authentication"
+    assert cfg.peer_sae_id is not None and cfg.sae_id is not None
+    got = call_source(
+        lambda: cfg.qkd_source.new_key(cfg.peer_sae_id, cfg.qkd_key_size),
+        f"no QKD {what} key for SAE {cfg.peer_sae_id!r} (policy {cfg.policy!r})",
+    )
+    ref = QKDKeyRef(
+        key_id=got.key_id,
+        initiator_sae_id=cfg.sae_id,
+        responder_sae_id=cfg.peer_sae_id,
+        purpose=purpose,
+    )
+    return ref, bytes(got.key)
+
+
+def session_info(
+    cfg: HandshakeConfig,
+    *,
+    role: str,
+    components: tuple[str, ...],
+    backends: tuple[str, ...],
+    key_ids: tuple[str, ...],
+    fallback: str | None,
+    peer: auth.PeerAuth | None,
+    peer_identity: str | None = None,
+    peer_sae_id: str | None = None,
+    scheme: int | None,
+    mutual: bool,
+    transcript_hash: bytes,
+    exporter: bytes,
+    resumption: bytes,
+) -> SessionInfo:
+    return SessionInfo(
+        role=role,  # type: ignore[arg-type]
+        policy=cfg.policy,
+        components=components,
+        cipher_suite=CIPHER_SUITE_NAME,
+        auth_mode=cfg.auth_mode,
+        mutual=mutual,
+        signature_scheme=SignatureScheme(scheme).name if scheme is not None else None,
+        peer_identity=peer.identity if peer is not None else peer_identity,
+        peer_certificate=peer.certificate if peer is not None else None,
+        qkd_key_ids=key_ids,
+        qkd_source=cfg.qkd_source,
+        local_sae_id=cfg.sae_id,
+        peer_sae_id=peer_sae_id if peer_sae_id is not None else cfg.peer_sae_id,
+        server_name=cfg.server_name,
+        fallback=fallback,
+        kem_backends=backends,
+        transcript_hash=transcript_hash,
+        exporter_secret=exporter,
+        resumption_secret=resumption,
+    )
+
+
+def psk_identity_text(cfg: HandshakeConfig, identity: bytes) -> str:
+    """Printable peer identity for PSK modes."""
+    if cfg.auth_mode == "qkd-psk":
+        return f"qkd-psk:{identity.decode('ascii', 'replace')}"
+    return "psk:" + identity.decode("utf-8", "replace")

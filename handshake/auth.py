@@ -1,0 +1,374 @@
+"""Peer authentication: signature schemes, X.509 chain checks, pinned raw public keys.
+
+Verification returns a :class:`PeerAuth` proof value that the next handshake state
+requires (rustls' style): a CertificateVerify can only be checked against keys that
+passed chain or pin validation.
+
+Alerts: malformed certificate -> bad_certificate; outside its validity period ->
+certificate_expired; no path to a trust anchor or an unpinned raw key -> unknown_ca;
+name mismatch -> bad_certificate; bad signature -> decrypt_error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
+
+from handshake.alerts import AlertDescription
+from handshake.errors import AuthenticationError, PolicyError
+from handshake.messages import CertificateType, SignatureScheme
+from handshake.pki import Credential, PKIError, algorithm_of
+
+__all__ = [
+    "PeerAuth",
+    "scheme_for",
+    "sign_transcript",
+    "spki_der",
+    "verify_peer_certificate",
+    "verify_signature",
+]
+
+_MAX_CHAIN: Final = 8
+_SERVER_CONTEXT: Final = b"hybridchan v1, server CertificateVerify"
+_CLIENT_CONTEXT: Final = b"hybridchan v1, client CertificateVerify"
+
+_SCHEME_BY_ALG: Final[dict[str, SignatureScheme]] = {
+    "ecdsa-p256": SignatureScheme.ecdsa_secp256r1_sha256,
+    "ed25519": SignatureScheme.ed25519,
+    "ml-dsa-44": SignatureScheme.mldsa44,
+    "ml-dsa-65": SignatureScheme.mldsa65,
+    "ml-dsa-87": SignatureScheme.mldsa87,
+}
+#: Key algorithms each scheme needs, one per certificate chain, in order.
+SCHEME_ALGORITHMS: Final[dict[int, tuple[str, ...]]] = {
+    **{int(s): (a,) for a, s in _SCHEME_BY_ALG.items()},
+    SignatureScheme.mldsa65_ed25519: ("ml-dsa-65", "ed25519"),
+}
+
+
+def _certificate_error(message: str, alert: AlertDescription) -> AuthenticationError:
+    return AuthenticationError(message, alert=alert)
+
+
+def credentials_of(
+    credential: Credential | tuple[Credential, Credential],
+) -> tuple[Credential, ...]:
+    return credential if isinstance(credential, tuple) else (credential,)
+
+
+@functools.lru_cache(maxsize=64)
+def scheme_for(credential: Credential | tuple[Credential, Credential]) -> SignatureScheme:
+    """The CertificateVerify scheme a credential (or composite pair) signs with (cached)."""
+    creds = credentials_of(credential)
+    algs = tuple(algorithm_of(c.private_key) for c in creds)
+    if len(algs) == 1:
+        return _SCHEME_BY_ALG[algs[0]]
+    if algs == ("ml-dsa-65", "ed25519"):
+        return SignatureScheme.mldsa65_ed25519
+    raise PolicyError(f"composite credentials must be (ML-DSA-65, Ed25519), got {algs}")
+
+
+def signed_content(transcript_digest: bytes, *, server: bool) -> bytes:
+    """TLS 1.3-style: 64 spaces, a role context string, a zero byte, the transcript hash."""
+    context = _SERVER_CONTEXT if server else _CLIENT_CONTEXT
+    return b" " * 64 + context + b"\x00" + transcript_digest
+
+
+def _sign_one(key: Any, data: bytes) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    return bytes(key.sign(data))
+
+
+def sign_transcript(
+    credential: Credential | tuple[Credential, Credential],
+    transcript_digest: bytes,
+    *,
+    server: bool,
+) -> tuple[SignatureScheme, tuple[bytes, ...]]:
+    data = signed_content(transcript_digest, server=server)
+    creds = credentials_of(credential)
+    return scheme_for(credential), tuple(_sign_one(c.private_key, data) for c in creds)
+
+
+def _verify_one(public_key: Any, signature: bytes, data: bytes) -> None:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(
+        public_key,
+        ed25519.Ed25519PublicKey
+        | mldsa.MLDSA44PublicKey
+        | mldsa.MLDSA65PublicKey
+        | mldsa.MLDSA87PublicKey,
+    ):
+        public_key.verify(signature, data)
+    else:
+        raise InvalidSignature
+
+
+def spki_der(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuth:
+    """Proof that the peer's keys passed chain or pin validation (one key per chain)."""
+
+    public_keys: tuple[Any, ...] = field(repr=False)
+    algorithms: tuple[str, ...]
+    identity: str
+    certificate: x509.Certificate | None = field(default=None, repr=False)
+
+
+def verify_signature(
+    peer: PeerAuth,
+    scheme: int,
+    signatures: Sequence[bytes],
+    transcript_digest: bytes,
+    *,
+    server: bool,
+    accepted: Sequence[int],
+) -> None:
+    """Check a CertificateVerify; every signature of a composite scheme must verify."""
+    if scheme not in accepted or SCHEME_ALGORITHMS.get(scheme) != peer.algorithms:
+        raise AuthenticationError(
+            f"peer signed with scheme 0x{scheme:04x}, which does not match its "
+            f"key(s) {peer.algorithms} or was not offered",
+            alert=AlertDescription.illegal_parameter,
+        )
+    if len(signatures) != len(peer.public_keys):
+        raise AuthenticationError(
+            f"scheme 0x{scheme:04x} needs {len(peer.public_keys)} signatures, got "
+            f"{len(signatures)}",
+            alert=AlertDescription.decode_error,
+        )
+    data = signed_content(transcript_digest, server=server)
+    for key, sig, alg in zip(peer.public_keys, signatures, peer.algorithms, strict=True):
+        try:
+            _verify_one(key, sig, data)
+        except (InvalidSignature, ValueError, TypeError):
+            raise AuthenticationError(
+                f"the peer's {alg} CertificateVerify signature does not verify over the "
+                "transcript (tampered handshake or wrong key)"
+            ) from None
+
+
+def verify_peer_certificate(
+    certificate_type: int,
+    chains: Sequence[Sequence[bytes]],
+    *,
+    trust_store: Sequence[x509.Certificate],
+    pinned_keys: Sequence[bytes],
+    now: float,
+    expected_name: str,
+) -> PeerAuth:
+    """Validate every chain (1, or 2 for composite) and return the proof value."""
+    if certificate_type == CertificateType.raw_public_key:
+        return _verify_raw(chains, pinned_keys)
+    if certificate_type != CertificateType.x509:
+        raise _certificate_error(
+            f"unsupported certificate type {certificate_type}", AlertDescription.bad_certificate
+        )
+    if not trust_store:
+        raise _certificate_error(
+            "no trust store configured: cannot validate the peer certificate; set trust_store",
+            AlertDescription.unknown_ca,
+        )
+    moment = _dt.datetime.fromtimestamp(now, _dt.UTC)
+    leaves = [_verify_chain(chain, trust_store, moment, expected_name) for chain in chains]
+    try:
+        keys = tuple(leaf.public_key() for leaf in leaves)
+    except (ValueError, UnsupportedAlgorithm):
+        raise _certificate_error(
+            "peer certificate carries a public key this build cannot use",
+            AlertDescription.bad_certificate,
+        ) from None
+    return PeerAuth(
+        public_keys=keys,
+        algorithms=_algorithms(keys),
+        identity=_common_name(leaves[0]),
+        certificate=leaves[0],
+    )
+
+
+def _algorithms(keys: Sequence[Any]) -> tuple[str, ...]:
+    try:
+        return tuple(algorithm_of(k) for k in keys)
+    except PKIError as exc:
+        raise _certificate_error(str(exc), AlertDescription.bad_certificate) from None
+
+
+def _verify_raw(chains: Sequence[Sequence[bytes]], pinned: Sequence[bytes]) -> PeerAuth:
+    keys = []
+    for chain in chains:
+        if len(chain) != 1:
+            raise _certificate_error(
+                "a raw public key entry must hold exactly one key", AlertDescription.bad_certificate
+            )
+        if chain[0] not in pinned:
+            fingerprint = hashlib.sha256(chain[0]).hexdigest()[:16]
+            raise _certificate_error(
+                f"peer raw public key spki-sha256:{fingerprint}... is not pinned; add it to "
+                "pinned_keys if you trust it",
+                AlertDescription.unknown_ca,
+            )
+        try:
+            keys.append(serialization.load_der_public_key(chain[0]))
+        except (ValueError, UnsupportedAlgorithm):
+            raise _certificate_error(
+                "pinned raw public key does not parse", AlertDescription.bad_certificate
+            ) from None
+    identity = "spki-sha256:" + hashlib.sha256(chains[0][0]).hexdigest()
+    return PeerAuth(public_keys=tuple(keys), algorithms=_algorithms(keys), identity=identity)
+
+
+def _parse(der: bytes) -> x509.Certificate:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except (ValueError, UnsupportedAlgorithm):
+        raise _certificate_error(
+            "peer certificate is not valid DER X.509 or uses an unsupported key",
+            AlertDescription.bad_certificate,
+        ) from None
+    return cert
+
+
+def _verify_chain(
+    chain: Sequence[bytes],
+    trust_store: Sequence[x509.Certificate],
+    moment: _dt.datetime,
+    expected_name: str,
+) -> x509.Certificate:
+    certs = [_parse(der) for der in chain[:_MAX_CHAIN]]
+    for cert in certs:
+        _check_validity(cert, moment)
+    leaf = certs[0]
+    if _is_ca(leaf):
+        raise _certificate_error(
+            "peer presented a CA certificate as its end-entity certificate",
+            AlertDescription.bad_certificate,
+        )
+    current, anchor = leaf, _trusted_issuer(leaf, trust_store)
+    for issuer in certs[1:]:
+        if anchor is not None:
+            break
+        if not _is_ca(issuer) or not _issued_by(current, issuer):
+            raise _certificate_error(
+                f"certificate {_subject(current)} is not signed by the next certificate "
+                "in the chain",
+                AlertDescription.bad_certificate,
+            )
+        current = issuer
+        anchor = _trusted_issuer(current, trust_store)
+    if anchor is None:
+        raise _certificate_error(
+            f"no trusted CA issued {_subject(current)}; add its root to trust_store",
+            AlertDescription.unknown_ca,
+        )
+    _check_validity(anchor, moment)
+    if expected_name and not _matches_name(leaf, expected_name):
+        raise _certificate_error(
+            f"peer certificate {_subject(leaf)} is not valid for name {expected_name!r}",
+            AlertDescription.bad_certificate,
+        )
+    return leaf
+
+
+def _check_validity(cert: x509.Certificate, moment: _dt.datetime) -> None:
+    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+        raise _certificate_error(
+            f"certificate {_subject(cert)} is valid only from {cert.not_valid_before_utc} "
+            f"to {cert.not_valid_after_utc}; it is now {moment:%Y-%m-%d %H:%M:%S} UTC",
+            AlertDescription.certificate_expired,
+        )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Issuer name matches and the issuer's key verifies the certificate signature."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        key = _public_key(issuer)
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            algorithm = cert.signature_hash_algorithm
+            if algorithm is None:
+                return False
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        elif isinstance(
+            key,
+            ed25519.Ed25519PublicKey
+            | mldsa.MLDSA44PublicKey
+            | mldsa.MLDSA65PublicKey
+            | mldsa.MLDSA87PublicKey,
+        ):
+            key.verify(cert.signature, cert.tbs_certificate_bytes)
+        else:
+            return False
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(cert: x509.Certificate) -> Any:
+    """Parsed public key of an issuer (cached: trust anchors are parsed once, as an
+    X509_STORE would)."""
+    return cert.public_key()
+
+
+def _trusted_issuer(
+    cert: x509.Certificate, trust_store: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    for anchor in trust_store:
+        if _issued_by(cert, anchor):
+            return anchor
+    return None
+
+
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return repr(cert.subject.rfc4514_string())
+    except ValueError:
+        return "(unparsable subject)"
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    try:
+        attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except ValueError:
+        return ""
+    value = attrs[0].value if attrs else ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _matches_name(cert: x509.Certificate, name: str) -> bool:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except (x509.ExtensionNotFound, ValueError):
+        names = [_common_name(cert).lower()]
+    return name.lower() in names
+
+
+NowFn = Callable[[], float]

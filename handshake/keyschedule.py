@@ -1,0 +1,232 @@
+"""The key schedule: HKDF-SHA384 with TLS 1.3-style labelled derivations, as stage objects.
+
+Derivation diagram (``H`` = SHA-384, ``TH(a..b)`` = transcript hash of the framed
+handshake messages a..b, ``0`` = 48 zero bytes)::
+
+                 0
+                 |
+                 v
+    PSK or 0 -> HKDF-Extract = EarlySecret             (PSK: external or QKD-PSK auth key)
+                 |
+                 +-----> Derive-Secret(., "ext binder" | "qkd binder", "") = binder_key
+                 |
+                 v
+           Derive-Secret(., "derived", "")
+                 |
+                 v
+    C ---------> HKDF-Extract = HandshakeSecret
+                 |
+                 +-----> Derive-Secret(., "c hs traffic", TH(CH..SH)) = client hs traffic
+                 +-----> Derive-Secret(., "s hs traffic", TH(CH..SH)) = server hs traffic
+                 |
+                 v
+           Derive-Secret(., "derived", "")
+                 |
+                 v
+         0 ---> HKDF-Extract = MasterSecret
+                 |
+                 +-----> Derive-Secret(., "c ap traffic", TH(CH..server Fin))
+                 +-----> Derive-Secret(., "s ap traffic", TH(CH..server Fin))
+                 +-----> Derive-Secret(., "exp master",   TH(CH..server Fin)) = exporter
+                 +-----> Derive-Secret(., "res master",   TH(CH..client Fin)) = resumption
+
+    C = kem.combine_secrets(COMBINER_LABEL, [(name, secret) for each negotiated component
+                            in the fixed order X25519, ML-KEM-768 | ML-KEM-1024 |
+                            X25519MLKEM768, QKD])
+
+``HKDF-Expand-Label(secret, label, context, n)`` is RFC 8446's with the prefix
+``LABEL_PREFIX`` ("hc1 ") instead of "tls13 ", so our keys can never collide with TLS's.
+Each stage object can move to the next stage exactly once (``next()`` consumes it), so
+no traffic key can come from a schedule that skipped a stage (rustls' design).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final
+
+import kem
+
+__all__ = [
+    "COMBINER_LABEL",
+    "HASH_LEN",
+    "LABEL_PREFIX",
+    "EarlySecret",
+    "HandshakeSecret",
+    "Labels",
+    "MasterSecret",
+    "derive_secret",
+    "export_keying_material",
+    "finished_verify_data",
+    "hkdf_expand_label",
+    "hkdf_extract",
+    "next_traffic_secret",
+    "traffic_keys",
+    "transcript_hash",
+]
+
+HASH_LEN: Final = 48
+LABEL_PREFIX: Final = b"hc1 "
+#: Label for :func:`kem.combine_secrets` over the component secrets.
+COMBINER_LABEL: Final = b"hybridchan v1 handshake components"
+_ZEROS: Final = bytes(HASH_LEN)
+_EMPTY_HASH: Final = hashlib.sha384(b"").digest()
+
+
+class Labels:
+    """Every HKDF label in one place."""
+
+    EXT_BINDER: Final = b"ext binder"
+    QKD_BINDER: Final = b"qkd binder"
+    DERIVED: Final = b"derived"
+    C_HS_TRAFFIC: Final = b"c hs traffic"
+    S_HS_TRAFFIC: Final = b"s hs traffic"
+    C_AP_TRAFFIC: Final = b"c ap traffic"
+    S_AP_TRAFFIC: Final = b"s ap traffic"
+    EXP_MASTER: Final = b"exp master"
+    RES_MASTER: Final = b"res master"
+    FINISHED: Final = b"finished"
+    KEY: Final = b"key"
+    IV: Final = b"iv"
+    TRAFFIC_UPD: Final = b"traffic upd"
+    EXPORTER: Final = b"exporter"
+
+
+def transcript_hash(data: bytes) -> bytes:
+    return hashlib.sha384(data).digest()
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.digest(salt or _ZEROS, ikm, "sha384")
+
+
+def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    if not 0 < length <= 255 * HASH_LEN:
+        raise ValueError(f"HKDF-Expand length {length} out of range")
+    if length <= HASH_LEN:  # one block: the common case, kept cheap
+        return hmac.digest(prk, info + b"\x01", "sha384")[:length]
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha384")
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def hkdf_expand_label(secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
+    full = LABEL_PREFIX + label
+    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
+    return _hkdf_expand(secret, info, length)
+
+
+def derive_secret(secret: bytes, label: bytes, transcript_digest: bytes) -> bytes:
+    """``Derive-Secret``; takes the transcript *hash* (callers hash once, derive many)."""
+    return hkdf_expand_label(secret, label, transcript_digest, HASH_LEN)
+
+
+def finished_verify_data(base_key: bytes, transcript_digest: bytes) -> bytes:
+    """Finished (or PSK binder) value: HMAC(finished_key(base_key), transcript hash)."""
+    finished_key = hkdf_expand_label(base_key, Labels.FINISHED, b"", HASH_LEN)
+    return hmac.digest(finished_key, transcript_digest, "sha384")
+
+
+def traffic_keys(secret: bytes) -> tuple[bytes, bytes]:
+    """AES-256-GCM ``(key, iv)`` for one traffic secret (record layer)."""
+    return (
+        hkdf_expand_label(secret, Labels.KEY, b"", 32),
+        hkdf_expand_label(secret, Labels.IV, b"", 12),
+    )
+
+
+def next_traffic_secret(secret: bytes, qkd_key: bytes | None = None) -> bytes:
+    """The traffic secret after a key update.
+
+    With a fresh QKD key: ``HKDF-Expand-Label(HKDF-Extract(salt=secret, ikm=qkd_key),
+    "traffic upd", "", 48)``, so the new epoch is safe if *either* the old secret or the
+    QKD key is unknown. Without: TLS 1.3's ``HKDF-Expand-Label(secret, "traffic upd", "", 48)``.
+    """
+    base = secret if qkd_key is None else hkdf_extract(secret, qkd_key)
+    return hkdf_expand_label(base, Labels.TRAFFIC_UPD, b"", HASH_LEN)
+
+
+def export_keying_material(
+    exporter_secret: bytes, label: bytes, context: bytes, length: int
+) -> bytes:
+    """RFC 8446 section 7.5 exporter over the session's exporter secret."""
+    per_label = derive_secret(exporter_secret, label, _EMPTY_HASH)
+    return hkdf_expand_label(per_label, Labels.EXPORTER, transcript_hash(context), length)
+
+
+class _Stage:
+    """A schedule stage that may advance exactly once."""
+
+    __slots__ = ("_consumed", "_secret")
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._consumed = False
+
+    def _advance(self) -> bytes:
+        if self._consumed:
+            raise RuntimeError(f"{type(self).__name__} already advanced; a stage is used once")
+        self._consumed = True
+        return derive_secret(self._secret, Labels.DERIVED, _EMPTY_HASH)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class EarlySecret(_Stage):
+    """Stage 1: the authenticating PSK (external or QKD-PSK), else zeros."""
+
+    __slots__ = ()
+
+    def __init__(self, psk: bytes | None = None) -> None:
+        super().__init__(hkdf_extract(_ZEROS, psk if psk is not None else _ZEROS))
+
+    def binder_key(self, *, qkd: bool) -> bytes:
+        label = Labels.QKD_BINDER if qkd else Labels.EXT_BINDER
+        return derive_secret(self._secret, label, _EMPTY_HASH)
+
+    def next(self, components: list[tuple[str, bytes]]) -> HandshakeSecret:
+        """Mix in every negotiated component secret (already in the fixed order)."""
+        if not components:
+            raise ValueError("at least one key-exchange component is required")
+        combined = kem.combine_secrets(COMBINER_LABEL, components)
+        return HandshakeSecret(hkdf_extract(self._advance(), combined))
+
+
+class HandshakeSecret(_Stage):
+    """Stage 2: handshake traffic secrets over TH(ClientHello..ServerHello)."""
+
+    __slots__ = ()
+
+    def client_traffic(self, th: bytes) -> bytes:
+        return derive_secret(self._secret, Labels.C_HS_TRAFFIC, th)
+
+    def server_traffic(self, th: bytes) -> bytes:
+        return derive_secret(self._secret, Labels.S_HS_TRAFFIC, th)
+
+    def next(self) -> MasterSecret:
+        return MasterSecret(hkdf_extract(self._advance(), _ZEROS))
+
+
+class MasterSecret(_Stage):
+    """Stage 3: application traffic, exporter and resumption secrets."""
+
+    __slots__ = ()
+
+    def client_traffic(self, th: bytes) -> bytes:
+        return derive_secret(self._secret, Labels.C_AP_TRAFFIC, th)
+
+    def server_traffic(self, th: bytes) -> bytes:
+        return derive_secret(self._secret, Labels.S_AP_TRAFFIC, th)
+
+    def exporter(self, th: bytes) -> bytes:
+        return derive_secret(self._secret, Labels.EXP_MASTER, th)
+
+    def resumption(self, th: bytes) -> bytes:
+        return derive_secret(self._secret, Labels.RES_MASTER, th)
