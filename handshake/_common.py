@@ -123,7 +123,8 @@ class HandshakeBase:
 
     def kem_for(self, name: str) -> kem.KEM:
         try:
-            return kem.get_kem(name, backend=self.config.kem_backend)
+            factory = self.config.kem_factory or kem.get_kem
+            return factory(name, self.config.kem_backend)
         except kem.KEMError as exc:
             raise HandshakeError(f"key exchange {name} unavailable: {exc}") from None
 

@@ -7,6 +7,7 @@ The same class serves client and server; role-specific checks run when a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -68,6 +69,9 @@ class HandshakeConfig:
         signature_schemes: accepted peer signature schemes by name (default: all the
             policy allows), e.g. ``("mldsa65", "ed25519")``.
         qkd_key_size: bytes per QKD key requested (16..64).
+        kem_factory: builds the KEM for ``(group name, kem_backend)``; default
+            :func:`kem.get_kem`. An instrumentation hook (the RNDL analysis uses it to
+            escrow ephemeral keys for its simulated future adversary); leave unset.
     """
 
     policy: str = "hybrid"
@@ -86,6 +90,7 @@ class HandshakeConfig:
     allow_fallback: bool = False
     signature_schemes: tuple[str, ...] | None = None
     qkd_key_size: int = 32
+    kem_factory: Callable[[str, str], Any] | None = None
 
     def __post_init__(self) -> None:
         policy = get_policy(self.policy)

@@ -1,0 +1,110 @@
+"""Toeplitz hashing, verification tags and Cascade."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qkd.sim import (
+    ReconciliationError,
+    binary_entropy,
+    reconcile,
+    toeplitz_hash,
+    toeplitz_hash_direct,
+    verification_tag,
+)
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (7, 3), (64, 64), (100, 37), (513, 200), (2000, 1)])
+def test_toeplitz_fft_equals_matrix_product(n: int, m: int) -> None:
+    rng = np.random.default_rng(n * 1000 + m)
+    for _ in range(5):
+        x = rng.integers(0, 2, n, dtype=np.uint8)
+        seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+        assert np.array_equal(toeplitz_hash(x, seed, m), toeplitz_hash_direct(x, seed, m))
+
+
+def test_toeplitz_large_input_is_linear() -> None:
+    rng = np.random.default_rng(3)
+    n, m = 1 << 20, 1 << 19
+    x, y = (rng.integers(0, 2, n, dtype=np.uint8) for _ in range(2))
+    seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    assert np.array_equal(
+        toeplitz_hash(x ^ y, seed, m), toeplitz_hash(x, seed, m) ^ toeplitz_hash(y, seed, m)
+    )
+
+
+def test_verification_tag_sees_one_bit() -> None:
+    rng = np.random.default_rng(1)
+    bits = rng.integers(0, 2, 10_001, dtype=np.uint8)
+    key = rng.bytes(32)
+    other = bits.copy()
+    other[5000] ^= 1
+    assert verification_tag(bits, key) == verification_tag(bits.copy(), key)
+    assert verification_tag(bits, key) != verification_tag(other, key)
+
+
+EFFICIENCY: dict[float, float] = {}
+
+
+@pytest.mark.parametrize("qber", [0.01, 0.02, 0.03, 0.05, 0.08])
+def test_cascade_corrects_everything(qber: float) -> None:
+    """Zero residual errors on every block; efficiency measured on 2^16-bit blocks."""
+    effs = []
+    for seed in range(8):
+        rng = np.random.default_rng(seed + int(qber * 1000))
+        n = 1 << 16 if seed < 3 else 1 << 13
+        alice = rng.integers(0, 2, n, dtype=np.uint8)
+        errors = rng.choice(n, size=round(qber * n), replace=False)
+        bob = alice.copy()
+        bob[errors] ^= 1
+        res = reconcile(alice, bob, qber_estimate=qber, rng=rng)
+        assert np.array_equal(res.corrected, alice), f"residual errors, seed {seed}"
+        assert res.errors_corrected == errors.size
+        if n == 1 << 16:
+            effs.append(res.disclosed_bits / (n * binary_entropy(qber)))
+    EFFICIENCY[qber] = float(np.mean(effs))
+    print(f"Cascade QBER {qber:.2f}: f = {EFFICIENCY[qber]:.3f} (n = 2^16, 3 blocks)")
+    assert EFFICIENCY[qber] < (1.10 if qber <= 0.05 else 1.15)
+
+
+def test_cascade_no_errors_discloses_only_block_parities() -> None:
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, 5000, dtype=np.uint8)
+    res = reconcile(bits, bits.copy(), qber_estimate=0.02, rng=rng, passes=4)
+    expected = sum(math.ceil(5000 / k) for k in res.block_sizes)
+    assert res.disclosed_bits == expected and res.errors_corrected == 0
+
+
+def test_cascade_reads_parities_from_the_channel() -> None:
+    """A channel that corrupts Alice's parities breaks correction: the data really flows."""
+    rng = np.random.default_rng(1)
+    n = 4096
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, 100, replace=False)] ^= 1
+
+    def liar(sender: str, kind: str, payload: bytes) -> bytes:
+        if kind == "cascade-block-parities":
+            return bytes(len(payload))  # all parities "0"
+        return payload
+
+    try:
+        res = reconcile(alice, bob, qber_estimate=0.025, rng=rng, send=liar)
+    except ReconciliationError:
+        return  # diverged: detected
+    assert not np.array_equal(res.corrected, alice)
+
+
+def test_cascade_large_frame() -> None:
+    """A 2^20-bit frame (shuffle index arithmetic beyond 32 bits) corrects fully."""
+    rng = np.random.default_rng(42)
+    n = (1 << 20) - 12345
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, n // 50, replace=False)] ^= 1
+    res = reconcile(alice, bob, qber_estimate=0.02, rng=rng)
+    assert np.array_equal(res.corrected, alice)
+    assert res.efficiency(0.02) < 1.10
