@@ -253,6 +253,8 @@ class CaptureRelay:
                     pipe(reader, up_writer, CLIENT_TO_SERVER),
                     pipe(up_reader, writer, SERVER_TO_CLIENT),
                 )
+            except asyncio.CancelledError:
+                pass  # the relay is stopping; what was seen is on disk
             finally:
                 for w in (writer, up_writer):
                     w.close()

@@ -1,0 +1,415 @@
+"""Record real sessions under several configurations, then judge every adversary.
+
+:func:`record_sessions` runs the same application conversation over real TCP
+on loopback for each configuration -- hybridchan channels for ``classical``,
+``pqc``, ``hybrid``, ``qkd-only`` and ``hybrid+qkd``, and the OpenSSL TLS 1.3
+baselines -- through a :class:`~hybridchan.rndl.capture.CaptureRelay`, with a
+key rotation in the middle (mixing a fresh QKD key where QKD is in use). While
+recording, an :class:`~hybridchan.rndl.oracle.Escrow` notes the secrets a
+future adversary might later obtain (never used by the endpoints).
+
+:func:`analyse` then plays each adversary against each recording
+(:mod:`hybridchan.rndl.adversary`) and builds the :class:`Matrix`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kem
+from handshake import HandshakeConfig, pki
+from hybridchan.rndl import tls13
+from hybridchan.rndl.adversary import attack_hybridchan, attack_tls13
+from hybridchan.rndl.capture import CaptureRelay, read_capture
+from hybridchan.rndl.oracle import ADVERSARIES, Adversary, Escrow, Oracle
+from hybridchan.rndl.report import Matrix, Outcome
+from qkd.keysource import InMemoryKeyPool, QKDKey
+
+__all__ = [
+    "CONFIGURATIONS",
+    "CONVERSATION",
+    "Configuration",
+    "Recording",
+    "analyse",
+    "record_sessions",
+    "run",
+]
+
+CLIENT_SAE, SERVER_SAE = "sae-alice", "sae-bob"
+SERVER_NAME = "server.rndl.test"
+
+#: The application conversation every configuration carries: (speaker, message).
+CONVERSATION: tuple[tuple[str, bytes], ...] = (
+    ("client", b"GET /patient/4711/record HTTP/1.1\r\nHost: records.example\r\n\r\n"),
+    ("server", b'HTTP/1.1 200 OK\r\n\r\n{"diagnosis": "confidential for 30 years"}'),
+    ("client", b"POST /transfer amount=250000&to=CH93-0076-2011-6238-5295-7"),
+    ("server", b"OK transfer 81f3 queued; settlement key 0x5eed"),
+    ("rekey", b""),
+    ("client", b"after the key update: board minutes, merger plans, source code"),
+    ("server", b"after the key update: acknowledged, archived for decades"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """One way of protecting the conversation."""
+
+    name: str
+    description: str
+    kind: str  # "hybridchan" or "tls13"
+    policy: str = ""
+    kems: tuple[str, ...] = ()
+    auth: str = "certificate"
+    signature: str = "ml-dsa-65"
+    tls_group: str = ""
+
+
+CONFIGURATIONS: tuple[Configuration, ...] = (
+    Configuration(
+        "classical",
+        "X25519 + Ed25519 certificate",
+        "hybridchan",
+        "classical",
+        ("X25519",),
+        signature="ed25519",
+    ),
+    Configuration(
+        "pqc", "ML-KEM-768 + ML-DSA-65 certificate", "hybridchan", "pqc", ("ML-KEM-768",)
+    ),
+    Configuration(
+        "hybrid",
+        "X25519MLKEM768 + ML-DSA-65 certificate",
+        "hybridchan",
+        "hybrid",
+        ("X25519MLKEM768",),
+    ),
+    Configuration(
+        "qkd-only", "QKD key + QKD-PSK authentication", "hybridchan", "qkd-only", (), auth="qkd-psk"
+    ),
+    Configuration(
+        "hybrid+qkd",
+        "X25519MLKEM768 + QKD key + ML-DSA-65 certificate",
+        "hybridchan",
+        "hybrid+qkd",
+        ("X25519MLKEM768",),
+    ),
+    Configuration(
+        "tls13-x25519",
+        "OpenSSL TLS 1.3, X25519, ML-DSA-65 certificate",
+        "tls13",
+        tls_group="X25519",
+    ),
+    Configuration(
+        "tls13-x25519mlkem768",
+        "OpenSSL TLS 1.3, X25519MLKEM768, ML-DSA-65 cert",
+        "tls13",
+        tls_group="X25519MLKEM768",
+    ),
+)
+
+
+@dataclass
+class Recording:
+    configuration: Configuration
+    capture_path: Path
+    client_to_server: bytes
+    server_to_client: bytes
+    components: tuple[str, ...] = ()
+    qkd_key_ids: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.client_to_server) + len(self.server_to_client)
+
+
+# ---- escrow hooks (the referee's, not the endpoints') ----------------------------------
+
+
+class _EscrowKEM:
+    """Delegates to a real KEM and notes each generated private key by public value."""
+
+    def __init__(self, inner: kem.KEM, escrow: Escrow) -> None:
+        self._inner, self._escrow = inner, escrow
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def generate_keypair(self, seed: bytes | None = None) -> kem.KeyPair:
+        pair = self._inner.generate_keypair(seed)
+        parts = getattr(self._inner, "parts", None)
+        if parts is None:
+            self._escrow.note_kem_key(self._inner.name, pair.public, pair.private)
+        else:  # a hybrid: escrow each component on its own
+            for part, sub in zip(parts, pair.private.pairs, strict=True):
+                self._escrow.note_kem_key(part.name, sub.public, sub.private)
+        return pair
+
+
+def _escrow_factory(escrow: Escrow) -> Callable[[str, str], Any]:
+    def factory(name: str, backend: str) -> Any:
+        return _EscrowKEM(kem.get_kem(name, backend), escrow)
+
+    return factory
+
+
+class _EscrowSource:
+    """A QKD key source whose deliveries are also noted in the escrow (the KME's view)."""
+
+    def __init__(self, inner: Any, escrow: Escrow, ids: list[str]) -> None:
+        self._inner, self._escrow, self._ids = inner, escrow, ids
+
+    @property
+    def sae_id(self) -> str:
+        return str(self._inner.sae_id)
+
+    def new_key(self, peer_sae_id: str, size_bytes: int = 32) -> QKDKey:
+        key = self._inner.new_key(peer_sae_id, size_bytes)
+        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
+        self._ids.append(key.key_id)
+        return key
+
+    def get_key(self, peer_sae_id: str, key_id: str) -> QKDKey:
+        key = self._inner.get_key(peer_sae_id, key_id)
+        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
+        return key
+
+
+# ---- running the conversation ------------------------------------------------------------
+
+
+@dataclass
+class _Credentials:
+    cas: dict[str, pki.Credential]
+    leaves: dict[str, pki.Credential]
+    files: dict[str, Path]
+
+
+def _credentials(workdir: Path, escrow: Escrow) -> _Credentials:
+    cas, leaves, files = {}, {}, {}
+    for alg in ("ed25519", "ml-dsa-65"):
+        ca = pki.create_ca(f"RNDL CA {alg}", algorithm=alg)
+        leaf = pki.issue_certificate(ca, SERVER_NAME, algorithm=alg, dns_names=[SERVER_NAME])
+        cas[alg], leaves[alg] = ca, leaf
+        escrow.note_long_term(f"server signing key {alg}", leaf.private_key)
+        (workdir / f"ca-{alg}.pem").write_bytes(ca.cert_pem())
+        leaf.write(workdir / f"leaf-{alg}.pem", workdir / f"leaf-{alg}.key")
+        files[f"ca-{alg}"] = workdir / f"ca-{alg}.pem"
+        files[f"leaf-{alg}"] = workdir / f"leaf-{alg}.pem"
+        files[f"key-{alg}"] = workdir / f"leaf-{alg}.key"
+    return _Credentials(cas, leaves, files)
+
+
+def _channel_configs(
+    config: Configuration, creds: _Credentials, escrow: Escrow, ids: list[str]
+) -> tuple[Any, Any]:
+    from hybridchan.config import ChannelConfig
+
+    common: dict[str, Any] = {"policy": config.policy, "auth_mode": config.auth}
+    if config.kems:
+        common["kems"] = config.kems
+    client: dict[str, Any] = {"server_name": SERVER_NAME, "kem_factory": _escrow_factory(escrow)}
+    server: dict[str, Any] = {"server_name": SERVER_NAME}
+    if config.auth == "certificate":
+        client["trust_store"] = (creds.cas[config.signature].certificate,)
+        server["credential"] = creds.leaves[config.signature]
+    if config.policy in ("qkd-only", "hybrid+qkd") or config.auth == "qkd-psk":
+        pool = InMemoryKeyPool(os.urandom)
+        client.update(
+            qkd_source=_EscrowSource(pool.source(CLIENT_SAE), escrow, ids), peer_sae_id=SERVER_SAE
+        )
+        server.update(
+            qkd_source=_EscrowSource(pool.source(SERVER_SAE), escrow, ids), peer_sae_id=CLIENT_SAE
+        )
+    return (
+        ChannelConfig(handshake=HandshakeConfig(**common, **client), timeout=30),
+        ChannelConfig(handshake=HandshakeConfig(**common, **server), timeout=30),
+    )
+
+
+def _recv_exactly(recv: Callable[[int], bytes], n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("peer closed early")
+        out += chunk
+    return bytes(out)
+
+
+def _converse(client: Any, server: Any, rekey: Callable[[], None]) -> tuple[bytes, bytes]:
+    """Play CONVERSATION; ``client``/``server`` have ``sendall`` and ``recv``."""
+    c2s, s2c = bytearray(), bytearray()
+    for speaker, message in CONVERSATION:
+        if speaker == "rekey":
+            rekey()
+            continue
+        src, dst, log = (client, server, c2s) if speaker == "client" else (server, client, s2c)
+        src.sendall(message)
+        if _recv_exactly(dst.recv, len(message)) != message:
+            raise RuntimeError("conversation corrupted in transit")
+        log += message
+    return bytes(c2s), bytes(s2c)
+
+
+def _record_hybridchan(
+    config: Configuration, creds: _Credentials, escrow: Escrow, workdir: Path
+) -> Recording:
+    import hybridchan
+
+    ids: list[str] = []
+    client_cfg, server_cfg = _channel_configs(config, creds, escrow, ids)
+    server = hybridchan.Server(server_cfg)
+    accepted: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: accepted.setdefault("ch", server.accept()), daemon=True
+    )
+    thread.start()
+    relay = CaptureRelay(server.address, workdir / config.name, label=config.name)
+    with relay:
+        client = hybridchan.connect(relay.address, client_cfg)
+        thread.join(30)
+        peer = accepted["ch"]
+        try:
+            c2s, s2c = _converse(client, peer, lambda: _rekey(client, peer))
+            components = tuple(client.session.components)
+        finally:
+            client.close()
+            peer.close()
+            server.close()
+        relay.wait_idle()
+    return Recording(config, relay.files[0], c2s, s2c, components, ids)
+
+
+def _rekey(client: Any, peer: Any) -> None:
+    """Client rotates its key and asks the server to rotate too (a fresh QKD key each,
+    where QKD is in use); the server answers with its own update before it next sends."""
+    client.update_keys(request_peer=True)
+
+
+def _record_tls13(
+    config: Configuration, creds: _Credentials, escrow: Escrow, workdir: Path
+) -> Recording:
+    from OpenSSL import SSL
+
+    secrets: dict[str, bytes] = {}
+    randoms: list[bytes] = []
+
+    def keylog(_conn: SSL.Connection, line: bytes) -> None:
+        label, client_random, secret = line.decode("ascii").split()
+        randoms.append(bytes.fromhex(client_random))
+        secrets[label] = bytes.fromhex(secret)
+
+    alg = "ml-dsa-65"
+    server_ctx = tls13.server_context(
+        creds.files[f"leaf-{alg}"], creds.files[f"key-{alg}"], group=config.tls_group
+    )
+    server_ctx.set_options(SSL.OP_NO_TICKET)
+    client_ctx = tls13.client_context(creds.files[f"ca-{alg}"], group=config.tls_group)
+    client_ctx.set_keylog_callback(keylog)
+    listener = socket.create_server(("127.0.0.1", 0))
+    box: dict[str, Any] = {}
+
+    def accept() -> None:
+        sock, _ = listener.accept()
+        conn = SSL.Connection(server_ctx, sock)
+        conn.set_accept_state()
+        conn.do_handshake()
+        box["server"], box["sock"] = conn, sock
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    relay = CaptureRelay(listener.getsockname()[:2], workdir / config.name, label=config.name)
+    with relay:
+        sock = socket.create_connection(relay.address, timeout=30)
+        sock.settimeout(None)  # pyOpenSSL treats a socket timeout as non-blocking mode
+        client = SSL.Connection(client_ctx, sock)
+        client.set_tlsext_host_name(SERVER_NAME.encode())
+        client.set_connect_state()
+        client.do_handshake()
+        thread.join(30)
+        server = box["server"]
+        group = client.get_group_name()
+        c2s, s2c = _converse(client, server, lambda: None)  # TLS baseline: no QKD rekey
+        for conn in (client, server):
+            conn.shutdown()
+        sock.close()
+        box["sock"].close()
+        listener.close()
+        relay.wait_idle()
+    escrow.tls_secrets[randoms[0]] = dict(secrets)
+    return Recording(config, relay.files[0], c2s, s2c, (str(group),))
+
+
+def record_sessions(
+    workdir: str | Path,
+    configurations: Sequence[Configuration] = CONFIGURATIONS,
+    *,
+    escrow: Escrow | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[Recording], Escrow]:
+    """Run and record the conversation once per configuration."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    escrow = escrow if escrow is not None else Escrow()
+    creds = _credentials(workdir, escrow)
+    recordings = []
+    for config in configurations:
+        if progress is not None:
+            progress(f"recording {config.name}: {config.description}")
+        runner = _record_hybridchan if config.kind == "hybridchan" else _record_tls13
+        recordings.append(runner(config, creds, escrow, workdir))
+    return recordings, escrow
+
+
+def _judge(recording: Recording, adversary: Adversary, escrow: Escrow) -> Outcome:
+    capture = read_capture(recording.capture_path)
+    oracle = Oracle(escrow, adversary)
+    attack = attack_hybridchan if recording.configuration.kind == "hybridchan" else attack_tls13
+    result = attack(capture, oracle)
+    # Count only bytes that really are the conversation (a prefix in each direction).
+    correct = sum(
+        len(got) if want.startswith(got) else 0
+        for got, want in (
+            (result.client_to_server, recording.client_to_server),
+            (result.server_to_client, recording.server_to_client),
+        )
+    )
+    return Outcome(
+        configuration=recording.configuration.name,
+        adversary=adversary.name,
+        recovered_bytes=correct,
+        total_bytes=recording.total,
+        protected_by=tuple(dict.fromkeys(result.missing)),
+        note="; ".join(result.notes),
+    )
+
+
+def analyse(
+    recordings: Sequence[Recording], escrow: Escrow, adversaries: Iterable[Adversary] = ADVERSARIES
+) -> Matrix:
+    """Every adversary against every recording."""
+    adversaries = tuple(adversaries)
+    outcomes = tuple(_judge(r, a, escrow) for r in recordings for a in adversaries)
+    return Matrix(
+        configurations=tuple(r.configuration.name for r in recordings),
+        adversaries=tuple(a.name for a in adversaries),
+        outcomes=outcomes,
+    )
+
+
+def run(
+    workdir: str | Path,
+    configurations: Sequence[Configuration] = CONFIGURATIONS,
+    adversaries: Iterable[Adversary] = ADVERSARIES,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Matrix:
+    """Record every configuration, then judge every adversary: the whole analysis."""
+    recordings, escrow = record_sessions(workdir, configurations, progress=progress)
+    return analyse(recordings, escrow, adversaries)

@@ -1,0 +1,207 @@
+"""Future adversaries and the oracle that simulates what they can break.
+
+"Breaking" an algorithm is simulated, never assumed: while sessions are being
+recorded, the :class:`Escrow` notes every private key generated behind a public
+value (ephemeral KEM keys, long-term signing keys) and every QKD key a KME
+delivered. Later, an :class:`Oracle` built for one adversary hands out only
+what that adversary's capabilities cover -- the private key behind a given
+public value for a broken algorithm, a signing key after a theft, a QKD key from
+a KME that did not erase it. Everything else the adversary must derive itself
+from the recording.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ADVERSARIES",
+    "Adversary",
+    "Capability",
+    "Escrow",
+    "NotGranted",
+    "Oracle",
+]
+
+
+class Capability(enum.Enum):
+    """What a future adversary can do, stated precisely."""
+
+    #: A cryptographically relevant quantum computer: breaks X25519 (ECDH) and
+    #: forges/recovers ECDSA and Ed25519 keys (Shor).
+    QUANTUM = "quantum"
+    #: Later theft of long-term signing keys (certificate keys, ML-DSA included)
+    #: and external PSKs -- after the sessions ended.
+    STEAL_LONG_TERM_KEYS = "steal-long-term-keys"
+    #: A later cryptanalytic break of ML-KEM (not known today).
+    BREAK_MLKEM = "break-ml-kem"
+    #: Later compromise of a KME that kept delivered keys instead of erasing them.
+    KME_RETAINED = "kme-retained-keys"
+    #: Later compromise of a KME that erased keys once delivered (as it must).
+    KME_ERASED = "kme-erased-keys"
+
+
+# Which algorithms each capability breaks, for the oracle.
+_BREAKS: dict[Capability, frozenset[str]] = {
+    Capability.QUANTUM: frozenset({"X25519", "ECDSA-P256", "Ed25519"}),
+    Capability.BREAK_MLKEM: frozenset({"ML-KEM-768", "ML-KEM-1024"}),
+    Capability.STEAL_LONG_TERM_KEYS: frozenset(),
+    Capability.KME_RETAINED: frozenset(),
+    Capability.KME_ERASED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Adversary:
+    name: str
+    capabilities: frozenset[Capability]
+    description: str
+
+    def breaks(self, algorithm: str) -> bool:
+        return any(algorithm in _BREAKS[c] for c in self.capabilities)
+
+    @property
+    def steals_long_term_keys(self) -> bool:
+        return Capability.STEAL_LONG_TERM_KEYS in self.capabilities
+
+    @property
+    def reads_retained_qkd_keys(self) -> bool:
+        return Capability.KME_RETAINED in self.capabilities
+
+
+def _adv(name: str, description: str, *caps: Capability) -> Adversary:
+    return Adversary(name, frozenset(caps), description)
+
+
+C = Capability
+#: The standard adversaries of the RNDL matrix, weakest first.
+ADVERSARIES: tuple[Adversary, ...] = (
+    _adv("quantum", "quantum computer later: breaks X25519, ECDSA, Ed25519", C.QUANTUM),
+    _adv(
+        "stolen-keys",
+        "long-term signing keys and PSKs stolen after the sessions",
+        C.STEAL_LONG_TERM_KEYS,
+    ),
+    _adv(
+        "quantum+stolen-keys",
+        "quantum computer and stolen long-term keys",
+        C.QUANTUM,
+        C.STEAL_LONG_TERM_KEYS,
+    ),
+    _adv(
+        "quantum+ml-kem", "quantum computer and a later break of ML-KEM", C.QUANTUM, C.BREAK_MLKEM
+    ),
+    _adv("kme-erased", "KME compromised later; it had erased delivered keys", C.KME_ERASED),
+    _adv("kme-retained", "KME compromised later; it had kept delivered keys", C.KME_RETAINED),
+    _adv(
+        "quantum+ml-kem+kme-erased",
+        "all of the above against an erasing KME",
+        C.QUANTUM,
+        C.BREAK_MLKEM,
+        C.STEAL_LONG_TERM_KEYS,
+        C.KME_ERASED,
+    ),
+    _adv(
+        "quantum+ml-kem+kme-retained",
+        "all of the above against a retaining KME",
+        C.QUANTUM,
+        C.BREAK_MLKEM,
+        C.STEAL_LONG_TERM_KEYS,
+        C.KME_RETAINED,
+    ),
+)
+
+
+class NotGranted(LookupError):
+    """The adversary's capabilities do not cover this request."""
+
+
+@dataclass
+class Escrow:
+    """Everything an omniscient referee saw while sessions were recorded.
+
+    Filled by the experiment harness (never by the channel itself): KEM private
+    keys by ``(algorithm, public value)``, long-term signing keys and PSKs by
+    label, QKD keys by key ID together with whether the KME erased them after
+    delivery, and OpenSSL TLS key logs by client random.
+    """
+
+    kem_private: dict[tuple[str, bytes], Any] = field(default_factory=dict, repr=False)
+    long_term: dict[str, Any] = field(default_factory=dict, repr=False)
+    qkd_keys: dict[str, tuple[bytes, bool]] = field(default_factory=dict, repr=False)
+    tls_secrets: dict[bytes, dict[str, bytes]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def note_kem_key(self, algorithm: str, public: bytes, private: Any) -> None:
+        with self._lock:
+            self.kem_private[(algorithm, bytes(public))] = private
+
+    def note_long_term(self, label: str, secret: Any) -> None:
+        with self._lock:
+            self.long_term[label] = secret
+
+    def note_qkd_key(self, key_id: str, key: bytes, *, erased: bool) -> None:
+        with self._lock:
+            self.qkd_keys[key_id] = (bytes(key), erased)
+
+
+class Oracle:
+    """What one adversary may learn from the escrow -- and nothing more."""
+
+    def __init__(self, escrow: Escrow, adversary: Adversary) -> None:
+        self._escrow = escrow
+        self.adversary = adversary
+        self.requests: list[str] = []
+
+    def kem_private_key(self, algorithm: str, public: bytes) -> Any:
+        """The private key behind ``public`` if the adversary breaks ``algorithm``."""
+        self.requests.append(f"private key for {algorithm}")
+        if not self.adversary.breaks(algorithm):
+            raise NotGranted(f"{self.adversary.name} cannot break {algorithm}")
+        try:
+            return self._escrow.kem_private[(algorithm, bytes(public))]
+        except KeyError:
+            raise NotGranted(f"no {algorithm} key with that public value was recorded") from None
+
+    def long_term_secret(self, label: str) -> Any:
+        self.requests.append(f"long-term secret {label}")
+        if not self.adversary.steals_long_term_keys:
+            raise NotGranted(f"{self.adversary.name} has not stolen long-term keys")
+        try:
+            return self._escrow.long_term[label]
+        except KeyError:
+            raise NotGranted(f"no long-term secret {label!r}") from None
+
+    def qkd_key(self, key_id: str) -> bytes:
+        """A QKD key from a compromised KME -- only if the KME kept it."""
+        self.requests.append(f"QKD key {key_id}")
+        caps = self.adversary.capabilities
+        if Capability.KME_RETAINED not in caps and Capability.KME_ERASED not in caps:
+            raise NotGranted(f"{self.adversary.name} has not compromised a KME")
+        entry = self._escrow.qkd_keys.get(key_id)
+        if entry is None:
+            raise NotGranted(f"the KME never held QKD key {key_id}")
+        key, erased = entry
+        if erased or Capability.KME_RETAINED not in caps:
+            raise NotGranted(f"QKD key {key_id} was erased from the KME after delivery")
+        return key
+
+    def tls_secrets(
+        self, client_random: bytes, group_algorithms: tuple[str, ...]
+    ) -> dict[str, bytes]:
+        """OpenSSL TLS 1.3 traffic secrets -- only if every group component is broken.
+
+        OpenSSL does not expose its ephemeral private keys, so for the TLS
+        baseline a broken key exchange is simulated by releasing the key log.
+        """
+        self.requests.append("TLS key log")
+        missing = [a for a in group_algorithms if not self.adversary.breaks(a)]
+        if missing:
+            raise NotGranted(f"{self.adversary.name} cannot break {', '.join(missing)}")
+        try:
+            return self._escrow.tls_secrets[client_random]
+        except KeyError:
+            raise NotGranted("no TLS key log for that session") from None
