@@ -1,0 +1,328 @@
+"""``hybridchan kme``: run one KME site or an in-process KME pair (ETSI GS QKD 014).
+
+Also the helpers the demo and tests use to get a working pair in one call:
+:func:`write_pair_credentials` (a CA plus KME and SAE certificates, via
+:mod:`handshake.pki`) and :func:`start_loopback_pair`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+
+from handshake import pki
+from qkd.keystore import KeyStore
+from qkd.kme import (
+    HTTPSPeerLink,
+    KeyFeed,
+    KMEPair,
+    KMEServer,
+    KMEService,
+    LinkKeyFeed,
+    PairCredentials,
+    SeededKeyFeed,
+    SiteConfig,
+    TLSFiles,
+    probe_tls_group,
+)
+
+__all__ = ["kme", "start_loopback_pair", "write_pair_credentials"]
+
+
+def write_pair_credentials(
+    directory: str | os.PathLike[str],
+    saes_a: Iterable[str],
+    saes_b: Iterable[str],
+    *,
+    kme_a_id: str = "KME_A",
+    kme_b_id: str = "KME_B",
+    algorithm: str = "ecdsa-p256",
+) -> PairCredentials:
+    """Create ``ca.pem`` and a certificate + key per KME and per SAE in ``directory``.
+
+    KME certificates name ``localhost`` and ``127.0.0.1``; each SAE certificate's
+    subject CN is its SAE ID (what the KME identifies it by). ECDSA P-256 by
+    default: Python's ``ssl`` (OpenSSL 3.0) cannot load ML-DSA keys.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    ca = pki.create_ca("hybridchan KME CA", algorithm=algorithm)
+    ca_file = out / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem())
+
+    def issue(name: str, *, server: bool) -> TLSFiles:
+        cred = pki.issue_certificate(
+            ca,
+            name,
+            algorithm=algorithm,
+            dns_names=["localhost"] if server else [],
+            ip_addresses=["127.0.0.1"] if server else [],
+            server=server,
+            client=True,
+        )
+        cert, key = out / f"{name}.pem", out / f"{name}.key"
+        cred.write(cert, key)
+        return TLSFiles(str(ca_file), str(cert), str(key))
+
+    saes = {sae: issue(sae, server=False) for sae in [*saes_a, *saes_b]}
+    return PairCredentials(issue(kme_a_id, server=True), issue(kme_b_id, server=True), saes)
+
+
+def start_loopback_pair(
+    directory: str | os.PathLike[str],
+    saes_a: Iterable[str] = ("SAE_A",),
+    saes_b: Iterable[str] = ("SAE_B",),
+    *,
+    link: object | None = None,
+    initial_blocks: int | None = None,
+    background_feed: bool = True,
+    low_water_bytes: int | None = None,
+    unix: bool = False,
+    seed: bytes | None = None,
+    tls_backend: str = "openssl4",
+    algorithm: str = "ecdsa-p256",
+) -> KMEPair:
+    """Certificates, stores and a running KME pair on 127.0.0.1 in ``directory``.
+
+    Key material: the simulated QKD link ``link`` (a :class:`qkd.sim.QKDLink`) when
+    given, else a :class:`SeededKeyFeed` (4 KiB blocks, random seed unless given).
+    ``initial_blocks`` are fed before returning (default 4 link blocks or 64 seeded
+    ones); with ``background_feed`` a thread keeps each pool above
+    ``low_water_bytes`` (default 32 KiB with a link, whose blocks cost CPU, else 1 MiB).
+    TLS: ``tls_backend="openssl4"`` (default) negotiates the hybrid X25519MLKEM768 group;
+    ``"python"`` uses Python's ``ssl`` (X25519 only). ``algorithm`` signs the generated
+    certificates (``"ml-dsa-65"`` needs the OpenSSL 4 backend).
+    Stop the pair with ``pair.stop()`` or use it as a context manager.
+    """
+    saes_a, saes_b = list(saes_a), list(saes_b)
+    credentials = write_pair_credentials(
+        Path(directory) / "pki", saes_a, saes_b, algorithm=algorithm
+    )
+    pair = KMEPair(
+        directory, credentials, saes_a=saes_a, saes_b=saes_b, unix=unix, tls_backend=tls_backend
+    ).start()
+    try:
+        feed: KeyFeed
+        if link is not None:
+            feed = LinkKeyFeed(link, start=pair.next_block_id())
+        else:
+            feed = SeededKeyFeed(seed, start=pair.next_block_id())
+        default_blocks, default_low = (4, 32 << 10) if link is not None else (64, 1 << 20)
+        pair.feed_from(feed, default_blocks if initial_blocks is None else initial_blocks)
+        if background_feed:
+            pair.feed_in_background(feed, low_water_bytes=low_water_bytes or default_low)
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+@click.group()
+def kme() -> None:
+    """Run a key management entity (ETSI GS QKD 014 over HTTPS with mutual TLS)."""
+
+
+@kme.command("pair")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Folder for stores (kme_a.sqlite, kme_b.sqlite) and generated certificates.",
+)
+@click.option(
+    "--sae-a", multiple=True, default=["SAE_A"], show_default=True, help="SAE attached to KME A."
+)
+@click.option(
+    "--sae-b", multiple=True, default=["SAE_B"], show_default=True, help="SAE attached to KME B."
+)
+@click.option("--unix", is_flag=True, help="Serve on Unix sockets kme_a.sock/kme_b.sock in --dir.")
+@click.option("--seed", help="Hex seed of the stand-in key feed (default: random).")
+@click.option("--blocks", default=64, show_default=True, help="4 KiB key blocks fed at start.")
+@click.option(
+    "--ready-file", type=click.Path(dir_okay=False), help="Write URLs as JSON here once serving."
+)
+@click.option(
+    "--link/--no-link",
+    "use_link",
+    default=False,
+    show_default=True,
+    help="Feed from the simulated QKD link (qkd.sim) instead of the seeded stand-in.",
+)
+@click.option(
+    "--tls-backend",
+    type=click.Choice(["openssl4", "python"]),
+    default="openssl4",
+    show_default=True,
+    help="openssl4: hybrid X25519MLKEM768 key exchange; python: Python ssl, X25519 only.",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(list(pki.ALGORITHMS)),
+    default="ecdsa-p256",
+    show_default=True,
+    help="Signature algorithm of generated certificates (ml-dsa-* needs --tls-backend openssl4).",
+)
+@click.option("--distance-km", default=25.0, show_default=True, help="Fibre length (--link).")
+@click.option("--pulses-per-block", default=10**8, show_default=True, help="Link block (--link).")
+def pair_cmd(
+    directory: str,
+    sae_a: tuple[str, ...],
+    sae_b: tuple[str, ...],
+    unix: bool,
+    seed: str | None,
+    blocks: int,
+    ready_file: str | None,
+    use_link: bool,
+    tls_backend: str,
+    algorithm: str,
+    distance_km: float,
+    pulses_per_block: int,
+) -> None:
+    """Run KME A and KME B in this process, sharing one QKD link (simulated or stand-in)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    pki_dir = Path(directory) / "pki"
+    if (pki_dir / "ca.pem").exists():
+        credentials = _load_pair_credentials(pki_dir, sae_a, sae_b)
+    else:
+        credentials = write_pair_credentials(pki_dir, sae_a, sae_b, algorithm=algorithm)
+    pair = KMEPair(
+        directory, credentials, saes_a=sae_a, saes_b=sae_b, unix=unix, tls_backend=tls_backend
+    ).start()
+    feed: KeyFeed
+    if use_link:
+        feed = LinkKeyFeed(_make_link(distance_km, pulses_per_block), start=pair.next_block_id())
+        pair.feed_from(feed, min(blocks, 4))
+        pair.feed_in_background(feed, low_water_bytes=32 << 10)
+    else:
+        feed = SeededKeyFeed(bytes.fromhex(seed) if seed else None, start=pair.next_block_id())
+        pair.feed_from(feed, blocks)
+        pair.feed_in_background(feed)
+    info = {
+        "kme_a": pair.server_a.unix_path or pair.server_a.url,
+        "kme_b": pair.server_b.unix_path or pair.server_b.url,
+        "pki": str(pki_dir),
+        "pid": os.getpid(),
+        "tls_backend": tls_backend,
+    }
+    if not unix:
+        info["tls_group"] = probe_tls_group(
+            "127.0.0.1", pair.server_a.port, credentials.saes[sae_a[0]]
+        )
+    if ready_file:
+        tmp = Path(ready_file).with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(ready_file)
+    click.echo(json.dumps(info))
+    _wait_for_signal()
+    pair.stop()
+
+
+@kme.command("site")
+@click.option("--kme-id", required=True, help="This KME's ID (its certificate CN).")
+@click.option("--peer-kme-id", required=True, help="The peer KME's ID (its certificate CN).")
+@click.option(
+    "--peer-url", required=True, help="Base URL of the peer KME, e.g. https://10.0.0.2:8443."
+)
+@click.option("--local-sae", multiple=True, required=True, help="SAE attached here (repeat).")
+@click.option(
+    "--remote-sae", multiple=True, required=True, help="SAE attached to the peer (repeat)."
+)
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option(
+    "--store", type=click.Path(dir_okay=False), required=True, help="SQLite key store file."
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8443, show_default=True)
+@click.option(
+    "--tls-backend",
+    type=click.Choice(["openssl4", "python"]),
+    default="openssl4",
+    show_default=True,
+    help="openssl4: hybrid X25519MLKEM768 key exchange; python: Python ssl, X25519 only.",
+)
+@click.option(
+    "--unix",
+    "unix_path",
+    type=click.Path(dir_okay=False),
+    help="Serve on this Unix socket instead.",
+)
+def site_cmd(
+    kme_id: str,
+    peer_kme_id: str,
+    peer_url: str,
+    local_sae: tuple[str, ...],
+    remote_sae: tuple[str, ...],
+    ca_file: str,
+    cert_file: str,
+    key_file: str,
+    store: str,
+    host: str,
+    port: int,
+    unix_path: str | None,
+    tls_backend: str,
+) -> None:
+    """Run one KME site; it sends its key cuts to the peer KME over mutual TLS.
+
+    Key material enters the store from the QKD link (``KeyStore.deposit``); this
+    command does not feed it.
+    """
+    tls = TLSFiles(ca_file, cert_file, key_file)
+    config = SiteConfig(kme_id, peer_kme_id, frozenset(local_sae), frozenset(remote_sae))
+    service = KMEService(
+        config, KeyStore(store), HTTPSPeerLink(peer_url, tls, tls_backend=tls_backend)
+    )
+    server = KMEServer(
+        service, tls, host=host, port=port, unix_path=unix_path, tls_backend=tls_backend
+    )
+    click.echo(
+        f"KME {kme_id} serving on {unix_path or server.url} (peer {peer_kme_id} at {peer_url})"
+    )
+    server.run_forever()
+
+
+def _make_link(distance_km: float, pulses_per_block: int) -> object:
+    import numpy as np  # the link simulation is imported only when asked for
+
+    from qkd import sim
+
+    return sim.QKDLink(
+        sim.LinkParams(distance_km=distance_km),
+        sim.PostProcessingParams(pulses_per_block=pulses_per_block),
+        rng=np.random.default_rng(),
+    )
+
+
+def _load_pair_credentials(
+    pki_dir: Path, saes_a: Iterable[str], saes_b: Iterable[str]
+) -> PairCredentials:
+    ca = str(pki_dir / "ca.pem")
+
+    def files(name: str) -> TLSFiles:
+        cert, key = pki_dir / f"{name}.pem", pki_dir / f"{name}.key"
+        if not cert.exists() or not key.exists():
+            raise click.ClickException(f"missing {cert} or {key}; delete {pki_dir} to regenerate")
+        return TLSFiles(ca, str(cert), str(key))
+
+    return PairCredentials(
+        files("KME_A"), files("KME_B"), {s: files(s) for s in [*saes_a, *saes_b]}
+    )
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass

@@ -1,0 +1,149 @@
+"""The SQLite key store: cutting, following, consume-once delivery, persistence."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from qkd.keystore import (
+    InsufficientKeyMaterialError,
+    KeyAlreadyDeliveredError,
+    KeyNotAddressedError,
+    KeyNotFoundError,
+    KeyStore,
+    KeyStoreError,
+    StoreSyncError,
+)
+
+
+def _block(i: int, size: int = 100) -> bytes:
+    return hashlib.shake_256(i.to_bytes(4, "big")).digest(size)
+
+
+def _pair(tmp_path: Path, blocks: int = 5) -> tuple[KeyStore, KeyStore]:
+    a, b = KeyStore(tmp_path / "a.sqlite"), KeyStore(tmp_path / "b.sqlite")
+    for i in range(blocks):
+        a.deposit("A", i, _block(i))
+        b.deposit("A", i, _block(i))
+    return a, b
+
+
+def test_cut_joins_and_splits_blocks(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    stream = b"".join(_block(i) for i in range(5))
+    first = a.allocate("A", "x", "y", [30, 150], ["k1", "k2"])  # k2 joins blocks 0, 1 and 2
+    assert [k.key for k in first.keys] == [stream[:30], stream[30:180]]
+    b.follow("A", first.start, "x", "y", first.entries)
+    second = a.allocate("A", "x", "y", [20], ["k3"])
+    assert second.start == 180 and second.keys[0].key == stream[180:200]
+    b.follow("A", second.start, "x", "y", second.entries)
+    assert b.deliver("x", "y", ["k2", "k1", "k3"]) == [first.keys[1], first.keys[0], second.keys[0]]
+    assert a.stats("A").available == b.stats("A").available == 300
+
+
+def test_deposit_is_idempotent_and_ordered(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "s.sqlite")
+    assert store.deposit("A", 4, b"x" * 10)
+    assert not store.deposit("A", 4, b"x" * 10)
+    assert not store.deposit("A", 2, b"y" * 10)
+    assert store.stats("A").fed == 10 and store.stats("A").last_block == 4
+    with pytest.raises(KeyStoreError, match="block size"):
+        store.deposit("A", 9, b"")
+
+
+def test_short_pool_takes_nothing(tmp_path: Path) -> None:
+    a, _ = _pair(tmp_path, blocks=1)
+    with pytest.raises(InsufficientKeyMaterialError, match="holds 100 bytes"):
+        a.allocate("A", "x", "y", [64, 64], ["k1", "k2"])
+    assert a.available("A") == 100 and a.key_states() == {}
+
+
+def test_follow_must_start_at_head(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    a.allocate("A", "x", "y", [10], ["k1"])
+    second = a.allocate("A", "x", "y", [10], ["k2"])
+    with pytest.raises(StoreSyncError, match="out of step"):
+        b.follow("A", second.start, "x", "y", second.entries)
+    assert b.available("A") == 500
+
+
+def test_follow_is_idempotent_and_void_erases(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    cut = a.allocate("A", "x", "y", [16, 16], ["k1", "k2"])
+    b.follow("A", cut.start, "x", "y", cut.entries)
+    b.follow("A", cut.start, "x", "y", cut.entries)  # repeated after a crash: harmless
+    with pytest.raises(StoreSyncError, match="recorded differently"):
+        b.follow("A", cut.start, "x", "y", [("other", 16)])
+    b.follow("A", cut.start, "x", "y", cut.entries, void=True)
+    a.void(["k1", "k2"])
+    assert b.key_states() == {"k1": "void", "k2": "void"}
+    with pytest.raises(KeyAlreadyDeliveredError):
+        b.deliver("x", "y", ["k1"])
+
+
+def test_void_cut_still_advances_the_follower(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    cut = a.allocate("A", "x", "y", [16], ["k1"])
+    b.follow("A", cut.start, "x", "y", cut.entries, void=True)  # peer never saw it before
+    nxt = a.allocate("A", "x", "y", [16], ["k2"])
+    b.follow("A", nxt.start, "x", "y", nxt.entries)
+    assert b.deliver("x", "y", ["k2"]) == list(nxt.keys)
+
+
+def test_deliver_errors_leave_store_unchanged(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    cut = a.allocate("A", "x", "y", [16], ["k1"])
+    b.follow("A", cut.start, "x", "y", cut.entries)
+    with pytest.raises(KeyNotAddressedError):
+        b.deliver("x", "z", ["k1"])
+    with pytest.raises(KeyNotAddressedError):
+        b.deliver("w", "y", ["k1"])
+    with pytest.raises(KeyNotFoundError) as info:
+        b.deliver("x", "y", ["k1", "nope"])
+    assert info.value.key_ids == ("nope",)
+    with pytest.raises(KeyStoreError, match="twice"):
+        b.deliver("x", "y", ["k1", "k1"])
+    assert b.key_states() == {"k1": "reserved"}
+    assert b.deliver("x", "y", ["k1"]) == list(cut.keys)
+
+
+def test_state_survives_reopen_and_bits_are_erased(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    cut = a.allocate("A", "x", "y", [32, 32], ["k1", "k2"])
+    b.follow("A", cut.start, "x", "y", cut.entries)
+    a.confirm(["k1", "k2"])
+    b.deliver("x", "y", ["k1"])
+    a.close()
+    b.close()
+    a, b = KeyStore(tmp_path / "a.sqlite"), KeyStore(tmp_path / "b.sqlite")
+    assert a.key_states() == {"k1": "delivered", "k2": "delivered"}
+    assert b.key_states() == {"k1": "delivered", "k2": "reserved"}
+    assert b.deliver("x", "y", ["k2"]) == [cut.keys[1]]
+    b.close()
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM keys WHERE bits IS NOT NULL").fetchone() == (0,)
+        # the delivered bytes are no longer in the material table either
+        material = b"".join(row[0] for row in db.execute("SELECT data FROM material"))
+    assert cut.keys[0].key not in material and cut.keys[1].key not in material
+
+
+def test_syncing_lists_unconfirmed_allocations(tmp_path: Path) -> None:
+    a, _ = _pair(tmp_path)
+    a.allocate("A", "x", "y", [8], ["k1"])
+    a.allocate("A", "x", "y", [8, 8], ["k2", "k3"])
+    a.confirm(["k1"])
+    pending = a.syncing("A")
+    assert [e for p in pending for e in p.entries] == [("k2", 8), ("k3", 8)]
+    assert [p.start for p in pending] == [8, 16]
+
+
+def test_site_config_rejects_name_collisions() -> None:
+    from qkd.kme import SiteConfig
+
+    with pytest.raises(ValueError, match="collide with a KME ID"):
+        SiteConfig("KME_A", "KME_B", frozenset({"KME_B"}), frozenset({"bob"}))
+    with pytest.raises(ValueError, match="both KMEs"):
+        SiteConfig("KME_A", "KME_B", frozenset({"x"}), frozenset({"x"}))
