@@ -1,0 +1,225 @@
+"""``hybridchan serve`` / ``hybridchan connect``: an echo over a hybrid channel.
+
+Authentication material comes from PEM files (``hybridchan ca`` makes them) or,
+for a quick try on one machine, from ``--pki-dir``: ``serve`` creates an ML-DSA-65
+CA and server certificate there on first use and ``connect`` trusts that CA.
+QKD policies need a key source both processes share: an ETSI GS QKD 014 KME
+(``--kme-url`` plus its mutual-TLS files; see ``hybridchan kme``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from handshake import ExternalPSK, HandshakeConfig, HandshakeError
+from handshake.pki import PKIError, create_ca, issue_certificate, load_certificates, load_credential
+from hybridchan.config import ChannelConfig, RekeySchedule
+from hybridchan.errors import ChannelError, ConfigError
+
+__all__ = ["connect", "serve"]
+
+_POLICIES = ("classical", "pqc", "hybrid", "hybrid+qkd", "qkd-only")
+_AUTH = ("certificate", "psk", "qkd-psk")
+_DEFAULT_NAME = "localhost"
+
+
+def _common(fn: Any) -> Any:
+    options = [
+        click.option("--policy", type=click.Choice(_POLICIES), default="hybrid", show_default=True),
+        click.option(
+            "--auth",
+            "auth_mode",
+            type=click.Choice(_AUTH),
+            default=None,
+            help="Authentication mode (default: certificate; psk for qkd-only).",
+        ),
+        click.option(
+            "--pki-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Directory with a demo CA and server certificate (serve creates it).",
+        ),
+        click.option(
+            "--cert", type=click.Path(dir_okay=False), help="Own certificate chain (PEM)."
+        ),
+        click.option("--key", type=click.Path(dir_okay=False), help="Own private key (PEM)."),
+        click.option(
+            "--ca", type=click.Path(dir_okay=False), help="Trusted CA certificates (PEM)."
+        ),
+        click.option("--server-name", default=_DEFAULT_NAME, show_default=True),
+        click.option(
+            "--psk-file",
+            type=click.Path(dir_okay=False),
+            help="File holding an external PSK in hex (>= 32 bytes).",
+        ),
+        click.option("--psk-identity", default="hybridchan-cli", show_default=True),
+        click.option("--kme-url", help="ETSI GS QKD 014 KME of this SAE (QKD policies)."),
+        click.option("--sae-id", help="Own SAE ID at the KME."),
+        click.option("--peer-sae-id", help="The peer's SAE ID."),
+        click.option("--kme-ca", type=click.Path(dir_okay=False), help="CA of the KME (PEM)."),
+        click.option("--kme-cert", type=click.Path(dir_okay=False), help="SAE client certificate."),
+        click.option("--kme-key", type=click.Path(dir_okay=False), help="SAE client key."),
+        click.option("--rekey-seconds", type=float, default=120.0, show_default=True),
+        click.option("--rekey-bytes", type=int, default=1 << 30, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _ensure_pki(pki_dir: Path, server_name: str) -> None:
+    if (pki_dir / "ca.pem").exists():
+        return
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    ca = create_ca("hybridchan CLI CA", algorithm="ml-dsa-65")
+    server = issue_certificate(ca, server_name, algorithm="ml-dsa-65", dns_names=[server_name])
+    ca.write(pki_dir / "ca.pem", pki_dir / "ca-key.pem")
+    server.write(pki_dir / "server.pem", pki_dir / "server-key.pem")
+
+
+def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
+    policy = opts["policy"]
+    auth = opts["auth_mode"] or ("psk" if policy == "qkd-only" else "certificate")
+    hs: dict[str, Any] = {"policy": policy, "auth_mode": auth, "server_name": opts["server_name"]}
+    pki_dir: Path | None = opts["pki_dir"]
+    if pki_dir is not None:
+        if server:
+            _ensure_pki(pki_dir, opts["server_name"])
+            opts["cert"] = opts["cert"] or str(pki_dir / "server.pem")
+            opts["key"] = opts["key"] or str(pki_dir / "server-key.pem")
+        else:
+            opts["ca"] = opts["ca"] or str(pki_dir / "ca.pem")
+    if opts["cert"] or opts["key"]:
+        if not (opts["cert"] and opts["key"]):
+            raise click.UsageError("--cert and --key go together")
+        hs["credential"] = load_credential(opts["cert"], opts["key"])
+    if opts["ca"]:
+        hs["trust_store"] = tuple(load_certificates(Path(opts["ca"]).read_bytes()))
+        hs["mutual"] = (
+            server and "credential" in hs and auth == "certificate" and bool(opts.get("mutual"))
+        )
+    if auth == "certificate" and server and "credential" not in hs:
+        raise click.UsageError("the server needs --cert/--key or --pki-dir in certificate mode")
+    if auth == "certificate" and not server and not opts["ca"]:
+        raise click.UsageError("the client needs --ca or --pki-dir to check the server certificate")
+    if opts["psk_file"]:
+        key = bytes.fromhex(Path(opts["psk_file"]).read_text().strip())
+        hs["psks"] = (ExternalPSK(identity=opts["psk_identity"].encode(), key=key),)
+    if opts["kme_url"]:
+        hs.update(_kme_source(opts))
+    elif policy in ("hybrid+qkd", "qkd-only") or auth == "qkd-psk":
+        raise click.UsageError(
+            f"policy {policy!r} / auth {auth!r} needs a QKD key source shared with the peer: "
+            "give --kme-url, --sae-id, --peer-sae-id and --kme-ca/--kme-cert/--kme-key "
+            "(or run `hybridchan demo` for the embedded in-memory link)"
+        )
+    rekey = RekeySchedule(max_seconds=opts["rekey_seconds"], max_bytes=opts["rekey_bytes"])
+    return ChannelConfig(handshake=HandshakeConfig(**hs), rekey=rekey)
+
+
+def _kme_source(opts: dict[str, Any]) -> dict[str, Any]:
+    from qkd.kme.client import KMEClient
+    from qkd.kme.server import TLSFiles
+
+    missing = [n for n in ("sae_id", "peer_sae_id", "kme_ca", "kme_cert", "kme_key") if not opts[n]]
+    if missing:
+        raise click.UsageError(
+            "--kme-url also needs " + ", ".join("--" + m.replace("_", "-") for m in missing)
+        )
+    tls = TLSFiles(ca_file=opts["kme_ca"], cert_file=opts["kme_cert"], key_file=opts["kme_key"])
+    return {
+        "qkd_source": KMEClient(opts["kme_url"], opts["sae_id"], tls),
+        "peer_sae_id": opts["peer_sae_id"],
+    }
+
+
+def _describe(console: Console, channel: Any, prefix: str) -> None:
+    s = channel.session
+    console.print(
+        f"{prefix} policy [bold]{s.policy}[/bold], components [bold]{' + '.join(s.components)}[/bold], "
+        f"{s.cipher_suite}, auth {s.auth_mode}, peer {s.peer_identity or '-'}"
+        + (f", QKD key IDs {', '.join(s.qkd_key_ids)}" if s.qkd_key_ids else "")
+    )
+
+
+def _config_or_exit(server: bool, opts: dict[str, Any]) -> ChannelConfig:
+    try:
+        return _build_config(server, opts)
+    except (PKIError, HandshakeError, ConfigError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=4433, show_default=True)
+@click.option("--mutual", is_flag=True, help="Require client certificates issued by --ca.")
+@click.option("--once", is_flag=True, help="Serve one client, then exit.")
+@_common
+def serve(host: str, port: int, once: bool, **opts: Any) -> None:
+    """Run an echo server over a hybrid channel."""
+    from hybridchan._sync import Server
+
+    console = Console(stderr=True)
+    config = _config_or_exit(True, opts)
+    done = threading.Event()
+
+    def handler(channel: Any) -> None:
+        _describe(console, channel, f"client {channel.getpeername()[0]}:")
+        try:
+            while data := channel.recv(65536):
+                channel.sendall(data)
+        except (ChannelError, HandshakeError, OSError) as exc:
+            console.print(f"[red]client error:[/red] {exc}")
+        finally:
+            conn = channel.connection
+            console.print(
+                f"client done: {conn.write_generation} key updates sent, {conn.read_generation} received"
+            )
+            if once:
+                done.set()
+
+    with Server(config, host, port) as server:
+        console.print(
+            f"echo server on {server.address[0]}:{server.address[1]} (policy {opts['policy']}); Ctrl-C stops"
+        )
+        thread = threading.Thread(target=server.serve_forever, args=(handler,), daemon=True)
+        thread.start()
+        try:
+            while not done.wait(0.2):
+                for exc in server.errors:
+                    console.print(f"[yellow]handshake failed:[/yellow] {type(exc).__name__}: {exc}")
+                server.errors.clear()
+        except KeyboardInterrupt:
+            pass
+
+
+@click.command()
+@click.argument("host", default="127.0.0.1")
+@click.argument("port", type=int, default=4433)
+@click.option(
+    "--message", "-m", multiple=True, help="Send this line and print the echo (repeatable)."
+)
+@_common
+def connect(host: str, port: int, message: tuple[str, ...], **opts: Any) -> None:
+    """Connect to an echo server; send --message lines or stdin, print the echoes."""
+    from hybridchan._sync import connect as open_channel
+
+    console = Console(stderr=True)
+    config = _config_or_exit(False, opts)
+    try:
+        with open_channel((host, port), config) as channel:
+            _describe(console, channel, "connected:")
+            lines = [m + "\n" for m in message] if message else sys.stdin
+            reader = channel.makefile("rb")
+            for line in lines:
+                channel.sendall(line.encode())
+                click.echo(reader.readline().decode(errors="replace"), nl=False)
+            reader.close()
+    except (ChannelError, HandshakeError, OSError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
