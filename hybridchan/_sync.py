@@ -88,6 +88,11 @@ class Channel:
             self._sock.close()
             raise exc from None
         except BaseException:
+            # Tell the peer why (the core queued the alert), then drop the transport.
+            try:
+                self._flush(best_effort=True)
+            except Exception:
+                pass
             self._sock.close()
             raise
         self._sock.settimeout(saved)
