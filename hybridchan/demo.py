@@ -75,6 +75,7 @@ def embedded_configs(
     *,
     pki: EmbeddedPKI | None = None,
     pool: InMemoryKeyPool | None = None,
+    qkd_sources: tuple[Any, Any] | None = None,
     auth_mode: str | None = None,
     mutual: bool = False,
     **channel_options: Any,
@@ -83,12 +84,13 @@ def embedded_configs(
 
     ``channel_options`` go to both :class:`ChannelConfig` objects (``rekey=...``,
     ``on_qkd_unavailable=...``, timeouts). QKD policies use ``pool`` (a fresh
-    unlimited in-memory pool by default).
+    unlimited in-memory pool by default), or ``qkd_sources``: the client's and the
+    server's own QKD key sources (e.g. the clients of a KME pair).
     """
     needs_qkd = policy in ("hybrid+qkd", "qkd-only")
     if auth_mode is None:
         auth_mode = "psk" if policy == "qkd-only" else "certificate"
-    if needs_qkd and pool is None:
+    if needs_qkd and pool is None and qkd_sources is None:
         pool = InMemoryKeyPool(os.urandom)
     common: dict[str, Any] = {"policy": policy, "auth_mode": auth_mode}
     client_hs: dict[str, Any] = dict(common, server_name=SERVER_NAME)
@@ -103,9 +105,11 @@ def embedded_configs(
         psk = ExternalPSK(identity=b"embedded-bootstrap", key=os.urandom(32))
         client_hs.update(psks=(psk,))
         server_hs.update(psks=(psk,))
-    if pool is not None and (needs_qkd or auth_mode == "qkd-psk"):
-        client_hs.update(qkd_source=pool.source(CLIENT_SAE), peer_sae_id=SERVER_SAE)
-        server_hs.update(qkd_source=pool.source(SERVER_SAE), peer_sae_id=CLIENT_SAE)
+    if qkd_sources is None and pool is not None:
+        qkd_sources = (pool.source(CLIENT_SAE), pool.source(SERVER_SAE))
+    if qkd_sources is not None and (needs_qkd or auth_mode == "qkd-psk"):
+        client_hs.update(qkd_source=qkd_sources[0], peer_sae_id=qkd_sources[1].sae_id)
+        server_hs.update(qkd_source=qkd_sources[1], peer_sae_id=qkd_sources[0].sae_id)
     return (
         ChannelConfig(handshake=HandshakeConfig(**client_hs), **channel_options),
         ChannelConfig(handshake=HandshakeConfig(**server_hs), **channel_options),
@@ -118,16 +122,18 @@ def run_echo_demo(
     messages: int = 3,
     bulk_bytes: int = 1 << 20,
     echo: Callable[[str], object] = print,
+    qkd_sources: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Hybrid+QKD echo over loopback TCP with a forced QKD rekey; prints a summary.
 
     Returns the figures it printed (components, key IDs, bytes echoed) so callers
-    and tests can check them. Never prints key material.
+    and tests can check them. Never prints key material. QKD keys come from an
+    in-memory link unless ``qkd_sources`` (client's, server's) are given.
     """
     from hybridchan._sync import Server, connect
 
-    pool = InMemoryKeyPool(os.urandom)
-    client_cfg, server_cfg = embedded_configs(policy, pool=pool)
+    pool = InMemoryKeyPool(os.urandom) if qkd_sources is None else None
+    client_cfg, server_cfg = embedded_configs(policy, pool=pool, qkd_sources=qkd_sources)
     server_cfg = replace(server_cfg, rekey=RekeySchedule(max_bytes=1 << 18))
 
     def handler(channel: Any) -> None:
@@ -171,7 +177,8 @@ def run_echo_demo(
             if len(conn.qkd_rekey_ids) > 4:
                 echo(f"    ... and {len(conn.qkd_rekey_ids) - 4} more")
         server.shutdown()
-    echo(f"QKD keys issued by the in-memory link: {pool.issued}")
+    if pool is not None:
+        echo(f"QKD keys issued by the in-memory link: {pool.issued}")
     return {
         "components": tuple(session.components),
         "handshake_qkd_key_ids": tuple(session.qkd_key_ids),
@@ -179,7 +186,7 @@ def run_echo_demo(
         "bulk_intact": ok,
         "write_generation": conn.write_generation,
         "read_generation": conn.read_generation,
-        "qkd_keys_issued": pool.issued,
+        "qkd_keys_issued": pool.issued if pool is not None else None,
     }
 
 

@@ -59,10 +59,13 @@ class Matrix:
     def table(
         self, title: str = "Record now, decrypt later: share of application bytes recovered"
     ) -> Table:
-        table = Table(title=title, show_lines=False)
-        table.add_column("configuration", style="bold")
+        table = Table(
+            title=title,
+            caption="under 0%: the components whose secrets the adversary could not obtain",
+        )
+        table.add_column("configuration", style="bold", no_wrap=True)
         for adversary in self.adversaries:
-            table.add_column(adversary, justify="center")
+            table.add_column(adversary.replace("+", "+\n"), justify="center", overflow="fold")
         for config in self.configurations:
             row = [config]
             for adversary in self.adversaries:
@@ -71,7 +74,7 @@ class Matrix:
                     cell = "[red]100%[/red]"
                 elif o.recovered_bytes == 0:
                     guard = "+".join(_SHORT.get(p, p) for p in o.protected_by) or "-"
-                    cell = f"[green]0%[/green] [dim]({guard})[/dim]"
+                    cell = f"[green]0%[/green]\n[dim]{guard.replace('+', ' ')}[/dim]"
                 else:
                     cell = f"[yellow]{o.share:.0%}[/yellow]"
                 row.append(cell)
