@@ -17,13 +17,24 @@ which Bob infers from the parent), and after a flip the smallest remembered inte
 no longer matches is searched, not the whole top-level block. Already known parities are
 never disclosed again.
 
-Vectorisation: block sizes are powers of two, so all blocks of one pass have one size and
-all bisections at one level advance in lock step, one numpy gather per step. Blocks of
-one pass are disjoint, so their searches may run in parallel. Pass 1 uses the key's own
+Vectorisation: block sizes are powers of two, so every open bisection (any pass, any
+level) advances one level per round trip; blocks of one pass are disjoint, so their
+searches may run in parallel, and searches in different passes share each round trip
+(each still discloses its own parities, all counted). Pass 1 uses the key's own
 order (detections arrive in random order); pass i >= 2 uses x -> base[(a_i x + b_i) mod n]
-with one uniformly random permutation ``base`` and random a_i (coprime to n), b_i, all
-derived from a seed Alice announces: each pass is a fresh pseudo-random shuffle without
-materialising 14 permutations.
+with one uniformly random permutation ``base`` and random a_i (coprime to n), b_i derived
+from a seed Alice announces: each pass is a fresh pseudo-random shuffle without
+materialising 14 permutations. ``base`` is public and fixed (the restriction to [0, n) of
+one permutation of [0, 2^k) drawn from a constant seed, cached per process): Cascade's
+permutations are public anyway and only need to be independent of where the errors are,
+and drawing a fresh 10^6-element shuffle per block cost more than a pass.
+
+Each pass costs one gather: Alice's and Bob's bits share a byte, so one gather of the
+pass order gives both parties' top-level parities. When a bisection first needs the pass,
+a prefix-xor scan of that snapshot makes every interval parity two lookups (Bob's
+corrected by a binary search over the bits he flipped since); late passes, which rarely
+find an error, are never scanned. All open bisections of all passes and levels form three
+flat arrays (pass, level, start), so a round is a fixed handful of numpy calls.
 
 Bookkeeping per pass and level (flattened): Alice's known parity (-1 = not disclosed) and
 Bob's current mismatch with it. Every flip toggles the mismatch of its ancestors in every
@@ -32,6 +43,7 @@ pass, so "which known interval no longer matches" is a lookup, not a recomputati
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,242 +101,303 @@ def cascade_block_sizes(qber_estimate: float, n: int, passes: int = 14) -> tuple
     return tuple(sizes[:passes])
 
 
-class _Pass:
-    """One shuffle of the key with its per-level known parities and Bob's mismatches."""
+class _Engine:
+    """Both parties' state for all passes, flattened so one round is a few numpy calls.
+
+    Slots: for pass i and level l (interval size 2^l) the intervals of that pass start at
+    ``off[i, l]`` in the flat ``known`` (Alice's parity, -1 = not disclosed) and ``mis``
+    (Bob's parity xor Alice's, valid where ``known`` is) arrays. ``prefix[i, x]``: bit 0
+    is the parity of Alice's first x bits in pass order, bit 1 that of Bob's when the pass
+    was loaded; ``flip_keys`` (sorted, ``i * (n_pad + 1) + position``) are the bits Bob
+    flipped since, so any interval parity of either party is two lookups and two binary
+    searches.
+    """
 
     def __init__(
-        self, k: int, n: int, n_pad: int, shuffle: tuple[np.ndarray, np.ndarray, int, int] | None
-    ):
-        self.k = k
-        self.top = k.bit_length() - 1
-        self.n, self.n_pad = n, n_pad
-        sizes = [n_pad >> lev for lev in range(self.top + 1)]
-        self.offsets = np.concatenate(([0], np.cumsum(sizes)))[:-1].astype(np.int64)
-        total = int(sum(sizes))
-        self.known = np.full(total, -1, dtype=np.int8)  # Alice's parity, -1 = unknown
-        self.mis = np.zeros(total, dtype=np.uint8)  # Bob's parity xor Alice's
-        self._shuffle = shuffle
-
-    def source_index(self, pos: np.ndarray) -> np.ndarray:
-        """Pass position -> index into this pass's source arrays.
-
-        The source is the original string for the unshuffled pass and the string in
-        ``base`` order for shuffled ones: gathering one byte per bit from a small uint8
-        array is several times faster than composing with the int64 ``base`` table.
-        """
-        if self._shuffle is None:
-            return pos
-        _, _, a, b = self._shuffle
-        return np.where(pos < self.n, (a * pos + b) % self.n, pos)
-
-    def source_index_all(self) -> np.ndarray:
-        """``source_index(arange(n_pad))`` without a full-length modulo.
-
-        Position p = i C + j maps to (a j mod n) + (a C i + b mod n), minus n if that
-        reaches n: two short modulo vectors and one broadcast add.
-        """
-        if self._shuffle is None:
-            return np.arange(self.n_pad, dtype=np.int64)
-        _, _, a, b = self._shuffle
-        n = self.n
-        c = 1 << 12
-        rows = -(-n // c)
-        dtype: Any = np.uint32 if 2 * n < 1 << 32 else np.int64
-        col = ((a * np.arange(c, dtype=np.int64)) % n).astype(dtype)
-        row = ((a * c * np.arange(rows, dtype=np.int64) + b) % n).astype(dtype)
-        out: np.ndarray[Any, Any] = np.empty(max(self.n_pad, rows * c), dtype=dtype)
-        np.add(row[:, None], col[None, :], out=out[: rows * c].reshape(rows, c))
-        head: np.ndarray[Any, Any] = out[:n]
-        np.subtract(head, dtype(n), out=head, where=head >= n)
-        out[n : self.n_pad] = np.arange(n, self.n_pad, dtype=dtype)
-        return out[: self.n_pad]
-
-    @property
-    def shuffled(self) -> bool:
-        return self._shuffle is not None
-
-    def to_orig(self, pos: np.ndarray) -> np.ndarray:
-        """Pass position -> index in the original (padded) string (small arrays)."""
-        if self._shuffle is None:
-            return pos
-        base = self._shuffle[0]
-        src = self.source_index(pos)
-        return np.where(src < self.n, base[np.minimum(src, self.n - 1)], src)
-
-    def to_pass(self, orig: np.ndarray) -> np.ndarray:
-        if self._shuffle is None:
-            return orig
-        _, base_inv, a, b = self._shuffle
-        a_inv = pow(a, -1, self.n)
-        real = orig < self.n
-        out = orig.copy()
-        out[real] = ((base_inv[orig[real]].astype(np.int64) - b) * a_inv) % self.n
-        return out
-
-    def slot(self, lev: int, pos: np.ndarray) -> np.ndarray:
-        return self.offsets[lev] + (pos >> lev)
-
-    def toggle(self, orig: np.ndarray) -> None:
-        """Bits at ``orig`` flipped: toggle the mismatch of all their ancestors."""
-        pos = self.to_pass(orig)
-        idx = (self.offsets[:, None] + (pos[None, :] >> np.arange(self.top + 1)[:, None])).ravel()
-        np.bitwise_xor.at(self.mis, idx, 1)
-
-
-def _parity(bits: np.ndarray) -> np.ndarray:
-    return (bits.sum(axis=-1, dtype=np.uint8) & 1).astype(np.uint8)
-
-
-class _Engine:
-    def __init__(self, alice: np.ndarray, bob: np.ndarray, n: int, send: Send) -> None:
-        self.alice, self.bob, self.n = alice, bob, n
-        # the same strings in ``base`` order, for the shuffled passes (set by reconcile)
-        self.alice_b = alice
-        self.bob_b = bob
+        self,
+        alice: np.ndarray,
+        bob: np.ndarray,
+        n: int,
+        sizes: tuple[int, ...],
+        shuffles: list[tuple[np.ndarray, np.ndarray, int, int] | None],
+        send: Send,
+    ) -> None:
+        n_pad = alice.size
+        self.n, self.n_pad, self.width = n, n_pad, n_pad + 1
+        self.sizes = sizes
+        self.tops = [k.bit_length() - 1 for k in sizes]
+        self.off = np.zeros((len(sizes), max(self.tops) + 1), dtype=np.int64)
+        at = 0
+        for i, top in enumerate(self.tops):
+            for lev in range(top + 1):
+                self.off[i, lev] = at
+                at += n_pad >> lev
+        self.known = np.full(at, -1, dtype=np.int8)
+        self.mis = np.zeros(at, dtype=np.uint8)
+        self.prefix = np.empty((len(sizes), self.width), dtype=np.uint8)
+        self.prefix[:, 0] = 0
+        self.flip_keys = np.zeros(0, dtype=np.int64)
+        self.shuffles = shuffles
+        self.mult = np.array([1 if sh is None else sh[2] for sh in shuffles], dtype=np.int64)
+        self.add = np.array([0 if sh is None else sh[3] for sh in shuffles], dtype=np.int64)
+        self.shuffled = np.array([sh is not None for sh in shuffles])
+        self.base: np.ndarray | None = None
         self.base_inv: np.ndarray | None = None
+        # Alice's bit in bit 0, Bob's in bit 1: one gather serves both parties' parities;
+        # ``store_b`` is the same in ``base`` order, twice over, then the padding
+        self.store = alice | (bob << 1)
+        self.store_b = self.store
+        for sh in shuffles:
+            if sh is not None:
+                self.base, self.base_inv = sh[0], sh[1]
+                head = self.store[:n][self.base]
+                self.store_b = np.concatenate((head, head, self.store[n:]))
+                break
         self.send = send
-        self.passes: list[_Pass] = []
-        self.dirty: list[list[np.ndarray]] = []
+        self.loaded = 0
+        self.pending: dict[int, np.ndarray] = {}  # loaded passes not yet scanned
+        self.dirty: list[np.ndarray] = []
         self.disclosed = 0
         self.rounds = 0
         self.flips = 0
 
-    # -- one top-level pass ------------------------------------------------------------
-    def run_pass(self, p: _Pass) -> None:
-        nb = p.n_pad // p.k
-        src = p.source_index_all()
-        alice, bob = self._sources(p)
-        a_par = _parity(alice[src].reshape(nb, p.k))
-        real = -(-self.n // p.k)  # blocks of pure padding have public parity 0
+    # -- index maps ----------------------------------------------------------------------
+    def _doubled_index(self, i: int) -> np.ndarray:
+        """(a p + b) mod n (+ n) for p < n: an index into the doubled ``base`` order.
+
+        Position p = r C + j maps to (a j mod n) + (a C r + b mod n) < 2 n: two short
+        modulo vectors and one broadcast add, no full-length reduction.
+        """
+        n, a, b = self.n, int(self.mult[i]), int(self.add[i])
+        c = 1 << 12
+        rows = -(-n // c)
+        col = (a * np.arange(c, dtype=np.intp)) % n
+        row = (a * c * np.arange(rows, dtype=np.intp) + b) % n
+        out: np.ndarray[Any, Any] = np.empty(rows * c, dtype=np.intp)
+        np.add(row[:, None], col[None, :], out=out.reshape(rows, c))
+        return out[:n]
+
+    def _to_pass(self, orig: np.ndarray, i: int) -> np.ndarray:
+        """Original positions -> positions in pass i (padding maps to itself)."""
+        sh = self.shuffles[i]
+        if sh is None:
+            return orig
+        _, base_inv, a, b = sh
+        n = self.n
+        out = orig.copy()
+        real = orig < n
+        a_inv = pow(a, -1, n) if n > 1 else 0
+        out[real] = ((base_inv[orig[real]].astype(np.int64) - b) * a_inv) % n
+        return out
+
+    def _to_orig(self, pid: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Positions in passes ``pid`` -> original positions (vectorised over passes)."""
+        if self.base is None:
+            return pos
+        n = self.n
+        move = self.shuffled[pid] & (pos < n)
+        src = (self.mult[pid] * pos + self.add[pid]) % n
+        return np.where(move, self.base[src], pos)
+
+    # -- parities --------------------------------------------------------------------------
+    def _parities(
+        self, pid: np.ndarray, start: np.ndarray, length: np.ndarray | int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(Alice's, Bob's current) parities of [start, start + length) in passes ``pid``.
+
+        Alice reads bit 0 of her prefix row; Bob bit 1 of his, toggled once per bit he
+        flipped inside the interval since the pass was loaded.
+        """
+        lo = pid * self.width + start
+        hi = lo + length
+        flat = self.prefix.reshape(-1)
+        x = flat[hi] ^ flat[lo]
+        bob = (x >> 1) & 1
+        if self.flip_keys.size:
+            inside = np.searchsorted(self.flip_keys, hi) - np.searchsorted(self.flip_keys, lo)
+            bob ^= (inside & 1).astype(np.uint8)
+        return x & 1, bob
+
+    # -- one top-level pass ----------------------------------------------------------------
+    def run_pass(self, i: int) -> None:
+        n, n_pad, k, top = self.n, self.n_pad, self.sizes[i], self.tops[i]
+        if self.shuffles[i] is None:
+            src = self.store.copy()  # a snapshot: ``store`` follows Bob's flips
+        else:
+            src = np.empty(n_pad, dtype=np.uint8)
+            # intp indices, no bounds check (all < 2n by construction): ~2x faster take
+            np.take(self.store_b, self._doubled_index(i), out=src[:n], mode="clip")
+            src[n:] = self.store_b[2 * n :]
+        # Top-level parities straight from the pass-ordered bytes; the prefix scan waits
+        # until a bisection needs it (late passes usually find nothing to bisect).
+        self.pending[i] = src
+        both = np.bitwise_xor.reduce(src.reshape(-1, k), axis=1)
+        a_par, b_par = both & 1, (both >> 1) & 1
+        starts = np.arange(0, n_pad, k, dtype=np.int64)
+        pid = np.full(starts.size, i, dtype=np.int64)
+        real = -(-n // k)  # blocks of pure padding have public parity 0
         reply = self.send("alice", "cascade-block-parities", np.packbits(a_par[:real]).tobytes())
         a_par[:real] = np.unpackbits(np.frombuffer(reply, dtype=np.uint8))[:real]
         self.disclosed += real
         self.rounds += 1
-        b_par = _parity(bob[src].reshape(nb, p.k))
-        top = p.slot(p.top, np.arange(0, p.n_pad, p.k))
-        p.known[top] = a_par.astype(np.int8)
-        p.mis[top] = a_par ^ b_par
-        self.passes.append(p)
-        self.dirty.append([])
-        odd = np.flatnonzero(a_par != b_par) * p.k
+        top_slots = self.off[i, top] + (starts >> top)
+        self.known[top_slots] = a_par.astype(np.int8)
+        self.mis[top_slots] = a_par ^ b_par
+        self.loaded = i + 1
+        odd = np.flatnonzero(a_par != b_par)
         if odd.size:
-            self.binary([(p, p.top, odd)])
+            self.binary(pid[odd], np.full(odd.size, top, dtype=np.int64), starts[odd])
         self._settle()
 
-    # -- BINARY on many intervals (any passes, any levels) in lock step ----------------
-    def binary(self, groups: list[tuple[_Pass, int, np.ndarray]]) -> None:
+    def _ensure_prefix(self, pid: np.ndarray) -> None:
+        """Scan the pass-ordered bytes (snapshots from load time) of passes ``pid``."""
+        for i in np.unique(pid).tolist():
+            src = self.pending.pop(i, None)
+            if src is not None:
+                np.bitwise_xor.accumulate(src, out=self.prefix[i, 1:])
+
+    # -- BINARY on many intervals (any passes, any levels) in lock step --------------------
+    def binary(self, pid: np.ndarray, lev: np.ndarray, st: np.ndarray) -> None:
         """Bisect every interval at once on one snapshot of Bob's string.
 
         Each round carries one request (Bob) and one reply (Alice) for all intervals.
         Every search ends on a genuine error; two searches may end on the same bit, so
         the found positions are de-duplicated before Bob flips them.
         """
-        state = [(p, lev, st.astype(np.int64)) for p, lev, st in groups]
-        while any(lev > 0 for _, lev, _ in state):
-            asks: list[tuple[np.ndarray, np.ndarray] | None] = []
-            for p, lev, st in state:
-                if lev == 0:
-                    asks.append(None)
-                    continue
-                left = p.slot(lev - 1, st)
-                need = p.known[left] < 0
-                asks.append((left, need))
-            self._ask_alice(state, asks)
-            nxt = []
-            for (p, lev, st), ask in zip(state, asks, strict=True):
-                if ask is None:
-                    nxt.append((p, lev, st))
-                    continue
-                left = ask[0]
-                parent = p.slot(lev, st)
-                right = left + 1
-                p.known[right] = p.known[parent] ^ p.known[left]
-                p.mis[right] = p.mis[parent] ^ p.mis[left]
-                st = np.where(p.mis[left] == 1, st, st + (1 << (lev - 1)))
-                nxt.append((p, lev - 1, st))
-            state = nxt
-        found = np.unique(np.concatenate([p.to_orig(st) for p, _, st in state]))
-        self.bob[found] ^= 1
-        if self.base_inv is not None:
-            self.bob_b[self.base_inv[found]] ^= 1
+        self._ensure_prefix(pid)
+        done_pid, done_st = [pid[lev == 0]], [st[lev == 0]]
+        pid, st, lev = pid[lev > 0], st[lev > 0], lev[lev > 0]
+        while pid.size:
+            half = np.left_shift(1, lev - 1)
+            left = self.off[pid, lev - 1] + (st >> (lev - 1))
+            need = np.flatnonzero(self.known[left] < 0)
+            if need.size:
+                self._ask_alice(pid[need], lev[need], st[need], half[need], left[need])
+            parent = self.off[pid, lev] + (st >> lev)
+            mis_left = self.mis[left]
+            self.known[left + 1] = self.known[parent] ^ self.known[left]
+            self.mis[left + 1] = self.mis[parent] ^ mis_left
+            st = np.where(mis_left == 1, st, st + half)
+            lev = lev - 1
+            fin = lev == 0
+            if fin.any():
+                done_pid.append(pid[fin])
+                done_st.append(st[fin])
+                keep = ~fin
+                pid, lev, st = pid[keep], lev[keep], st[keep]
+        found = np.unique(self._to_orig(np.concatenate(done_pid), np.concatenate(done_st)))
+        self._flip(found)
         self.flips += int(found.size)
         if self.flips > self.n // 2 + 64:
             raise ReconciliationError(
                 "Cascade did not converge (more flips than half the key): Alice's parities "
                 "are inconsistent; the channel was tampered with or the QBER is far too high"
             )
-        for q, other in enumerate(self.passes):
-            other.toggle(found)
-            self.dirty[q].append(found)
+        self._toggle(found)
+        self.dirty.append(found)
 
     def _ask_alice(
-        self,
-        state: list[tuple[_Pass, int, np.ndarray]],
-        asks: list[tuple[np.ndarray, np.ndarray] | None],
+        self, pid: np.ndarray, lev: np.ndarray, st: np.ndarray, half: np.ndarray, slots: np.ndarray
     ) -> None:
         """One round trip: Bob names the unknown left halves, Alice returns their parities."""
-        request = []
-        pending = []
-        for (p, lev, st), ask in zip(state, asks, strict=True):
-            if ask is None or not ask[1].any():
-                continue
-            left, need = ask
-            half = 1 << (lev - 1)
-            sel = st[need]
-            request.append(sel.astype("<u4").tobytes())
-            idx = p.source_index((sel[:, None] + np.arange(half)).ravel()).reshape(sel.size, half)
-            pending.append((p, left[need], idx))
-        if not pending:
-            return
-        self.send("bob", "cascade-request", b"".join(request))
-        parities = np.concatenate([_parity(self._sources(p)[0][idx]) for p, _, idx in pending])
-        reply = self.send("alice", "cascade-parities", np.packbits(parities).tobytes())
-        parities = np.unpackbits(np.frombuffer(reply, dtype=np.uint8))[: parities.size]
-        self.disclosed += int(parities.size)
+        request = np.empty(st.size, dtype=[("start", "<u4"), ("pass", "u1"), ("level", "u1")])
+        request["start"], request["pass"], request["level"] = st, pid, lev - 1
+        self.send("bob", "cascade-request", request.tobytes())
+        a_par, b_par = self._parities(pid, st, half)
+        reply = self.send("alice", "cascade-parities", np.packbits(a_par).tobytes())
+        a_rx = np.unpackbits(np.frombuffer(reply, dtype=np.uint8))[: st.size]
+        self.disclosed += int(st.size)
         self.rounds += 1
-        at = 0
-        for p, slots, idx in pending:
-            a = parities[at : at + slots.size]
-            at += slots.size
-            p.known[slots] = a.astype(np.int8)
-            p.mis[slots] = _parity(self._sources(p)[1][idx]) ^ a
+        self.known[slots] = a_rx.astype(np.int8)
+        self.mis[slots] = b_par ^ a_rx
 
-    def _sources(self, p: _Pass) -> tuple[np.ndarray, np.ndarray]:
-        return (self.alice_b, self.bob_b) if p.shuffled else (self.alice, self.bob)
+    # -- Bob's flips ------------------------------------------------------------------------
+    def _flip(self, found: np.ndarray) -> None:
+        """Bob flips the bits at ``found`` (original order) in both stores."""
+        n = self.n
+        self.store[found] ^= 2
+        if self.base_inv is not None:
+            at = self.base_inv[found[found < n]]
+            self.store_b[at] ^= 2
+            self.store_b[at + n] ^= 2
+            self.store_b[found[found >= n] + n] ^= 2
 
-    # -- the cascade: re-search known intervals that stopped matching ------------------
+    def _toggle(self, found: np.ndarray) -> None:
+        """Flipped bits toggle the mismatch of all their ancestors in every loaded pass."""
+        slots, keys = [], []
+        for i in range(self.loaded):
+            pos = self._to_pass(found, i)
+            levels = np.arange(self.tops[i] + 1)
+            slots.append((self.off[i, levels, None] + (pos[None, :] >> levels[:, None])).ravel())
+            keys.append(i * self.width + pos)
+        # ``mis`` is only read where Alice's parity is known (it is set afresh when a
+        # parity becomes known), so only those ancestors are toggled
+        flat = np.concatenate(slots)
+        # an odd number of flips below a slot toggles it (np.unique beats ufunc.at 8x)
+        slot, count = np.unique(flat[self.known[flat] >= 0], return_counts=True)
+        self.mis[slot[(count & 1) == 1]] ^= 1
+        merged = np.concatenate((self.flip_keys, *keys))
+        merged.sort(kind="stable")  # two sorted runs and a few short ones: a merge
+        self.flip_keys = merged
+
+    def bob_string(self) -> np.ndarray:
+        return (self.store[: self.n] >> 1) & 1
+
+    # -- the cascade: re-search known intervals that stopped matching ----------------------
     def _settle(self) -> None:
-        while True:
-            groups = []
-            for q, p in enumerate(self.passes):
-                if not self.dirty[q]:
-                    continue
-                orig = np.unique(np.concatenate(self.dirty[q]))
-                self.dirty[q] = []
-                pos = p.to_pass(orig)
-                levels = np.arange(p.top + 1)[:, None]
-                slots = p.offsets[:, None] + (pos[None, :] >> levels)
-                bad = (p.known[slots] >= 0) & (p.mis[slots] == 1)
+        while self.dirty:
+            orig = np.unique(np.concatenate(self.dirty))
+            self.dirty = []
+            pids, levs, starts = [], [], []
+            for i in range(self.loaded):
+                pos = self._to_pass(orig, i)
+                levels = np.arange(self.tops[i] + 1)[:, None]
+                slots = self.off[i, levels] + (pos[None, :] >> levels)
+                bad = (self.known[slots] >= 0) & (self.mis[slots] == 1)
                 has = bad.any(axis=0)
                 if not has.any():
                     continue
                 lev = np.argmax(bad, axis=0)[has]
                 key = np.unique(((pos[has] >> lev) << lev) * 64 + lev)
-                for lv in np.unique(key % 64):
-                    groups.append((p, int(lv), key[key % 64 == lv] // 64))
-            if not groups:
-                return
-            self.binary(groups)
+                pids.append(np.full(key.size, i, dtype=np.int64))
+                levs.append(key % 64)
+                starts.append(key // 64)
+            if pids:
+                self.binary(np.concatenate(pids), np.concatenate(levs), np.concatenate(starts))
+
+
+_PUBLIC_BASE_SEED = 0x43A5CADE  # a published constant: the base order is public
+
+
+@functools.lru_cache(maxsize=2)
+def _public_permutation(size: int) -> np.ndarray:
+    perm = np.arange(size, dtype=np.int32 if size <= 1 << 31 else np.int64)
+    np.random.default_rng(_PUBLIC_BASE_SEED).shuffle(perm)
+    perm.setflags(write=False)
+    return perm
+
+
+@functools.lru_cache(maxsize=4)
+def _public_base(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A uniformly random permutation of [0, n) (and its inverse), public and fixed.
+
+    The elements below n of a uniform permutation of [0, 2^k), in order, are a uniform
+    permutation of [0, n): one filter pass instead of a fresh shuffle per block.
+    """
+    full = _public_permutation(1 << max(4, (n - 1).bit_length()))
+    base = full[full < n]
+    base_inv = np.empty_like(base)
+    base_inv[base] = np.arange(n, dtype=base.dtype)
+    base.setflags(write=False)
+    base_inv.setflags(write=False)
+    return base, base_inv
 
 
 def _shuffles(
     seed: bytes, n: int, passes: int
 ) -> list[tuple[np.ndarray, np.ndarray, int, int] | None]:
     rng = np.random.default_rng(int.from_bytes(seed, "big"))
-    base = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
-    rng.shuffle(base)  # in place on int32: about twice as fast as permutation()
-    base_inv = np.empty_like(base)
-    base_inv[base] = np.arange(n, dtype=base.dtype)
+    base, base_inv = _public_base(n)
     out: list[tuple[np.ndarray, np.ndarray, int, int] | None] = [None]
     for _ in range(passes - 1):
         while True:
@@ -362,17 +435,11 @@ def reconcile(
     b = np.zeros(n_pad, dtype=np.uint8)
     a[:n], b[:n] = alice, bob
     seed = send("alice", "cascade-seed", rng.bytes(8))
-    engine = _Engine(a, b, n, send)
-    shuffles = _shuffles(seed, n, passes)
-    if len(shuffles) > 1 and shuffles[1] is not None:
-        base, base_inv = shuffles[1][0], shuffles[1][1]
-        engine.alice_b = np.concatenate((a[:n][base], a[n:]))
-        engine.bob_b = np.concatenate((b[:n][base], b[n:]))
-        engine.base_inv = base_inv
-    for k, shuffle in zip(sizes, shuffles, strict=True):
-        engine.run_pass(_Pass(k, n, n_pad, shuffle))
+    engine = _Engine(a, b, n, sizes, _shuffles(seed, n, passes), send)
+    for i in range(len(sizes)):
+        engine.run_pass(i)
     return CascadeResult(
-        corrected=b[:n].copy(),
+        corrected=engine.bob_string(),
         disclosed_bits=engine.disclosed,
         rounds=engine.rounds,
         errors_corrected=engine.flips,

@@ -36,7 +36,12 @@ from qkd.sim._cascade import reconcile
 from qkd.sim._channel import AuthenticatedChannel, AuthKeyPool, Tamper
 from qkd.sim._errors import AuthenticationError, ParameterError, ReconciliationError
 from qkd.sim._estimation import DecoyEstimate, binary_entropy, estimate_decoy, secret_key_length
-from qkd.sim._hashing import VERIFY_TAG_BITS, toeplitz_hash, verification_tag, verify_tags
+from qkd.sim._hashing import (
+    VERIFY_TAG_BITS,
+    toeplitz_hash_pair,
+    verification_tag,
+    verify_tags,
+)
 from qkd.sim._params import LinkParams, PostProcessingParams
 from qkd.sim._physics import DetectionRecord, simulate_block
 
@@ -390,8 +395,10 @@ class QKDLink:
             ch.send("alice", "pa-seed", self.rng.bytes((alice.size + out_bits - 1 + 7) // 8)),
             alice.size + out_bits - 1,
         )
-        key_a = np.packbits(toeplitz_hash(alice, seed, out_bits)).tobytes()
-        key_b = np.packbits(toeplitz_hash(ec.corrected, seed, out_bits)).tobytes()
+        # each side's hash of its own string (Bob's by linearity from Alice's, bit-exact)
+        hashed_a, hashed_b = toeplitz_hash_pair(alice, ec.corrected, seed, out_bits)
+        key_a = np.packbits(hashed_a).tobytes()
+        key_b = np.packbits(hashed_b).tobytes()
         if not hmac.compare_digest(key_a, key_b):  # cannot happen after verification
             return self._abort(blk, "final keys differ (verification collision)")
         return self._deliver(blk, key_a, key_b, out_bits, sink)

@@ -15,6 +15,13 @@ from qkd.sim import (
     toeplitz_hash_direct,
     verification_tag,
 )
+from qkd.sim._cascade import _shuffles
+from qkd.sim._cascade_reference import reconcile_reference
+from qkd.sim._hashing import (
+    _toeplitz_hash_single_fft,
+    toeplitz_hash_many,
+    toeplitz_hash_pair,
+)
 
 
 @pytest.mark.parametrize(("n", "m"), [(1, 1), (7, 3), (64, 64), (100, 37), (513, 200), (2000, 1)])
@@ -108,3 +115,52 @@ def test_cascade_large_frame() -> None:
     res = reconcile(alice, bob, qber_estimate=0.02, rng=rng)
     assert np.array_equal(res.corrected, alice)
     assert res.efficiency(0.02) < 1.10
+
+
+@pytest.mark.parametrize(
+    ("n", "qber"), [(5000, 0.02), (1 << 14, 0.01), (40_000, 0.05), (100_001, 0.08)]
+)
+def test_cascade_matches_the_reference_transcript(n: int, qber: float) -> None:
+    """The flattened prefix-parity engine discloses exactly what the first version did."""
+    rng = np.random.default_rng(n)
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, round(qber * n), replace=False)] ^= 1
+    fast = reconcile(alice, bob, qber_estimate=qber, rng=np.random.default_rng(5))
+    slow = reconcile_reference(
+        alice, bob, qber_estimate=qber, rng=np.random.default_rng(5), shuffle_fn=_shuffles
+    )
+    assert np.array_equal(fast.corrected, alice) and np.array_equal(slow.corrected, alice)
+    assert (fast.disclosed_bits, fast.rounds, fast.errors_corrected) == (
+        slow.disclosed_bits,
+        slow.rounds,
+        slow.errors_corrected,
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "m"), [(1, 40), (300, 2000), (70_000, 3), (70_000, 70_000), (140_001, 9_000)]
+)
+def test_toeplitz_tiles_equal_single_transform(n: int, m: int) -> None:
+    """Multi-tile products (B = 2^16) equal the direct product or the one-FFT method."""
+    rng = np.random.default_rng(n + m)
+    x, y = (rng.integers(0, 2, n, dtype=np.uint8) for _ in range(2))
+    seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    hx, hy = toeplitz_hash_many([x, y], seed, m)
+    slow = toeplitz_hash_direct if n * m <= 1 << 22 else _toeplitz_hash_single_fft
+    assert np.array_equal(hx, slow(x, seed, m)) and np.array_equal(hy, slow(y, seed, m))
+    assert np.array_equal(hx, toeplitz_hash(x, seed, m))
+
+
+@pytest.mark.parametrize("differing", [0, 1, 5, 64, 65, 300])
+def test_toeplitz_pair_equals_separate_hashes(differing: int) -> None:
+    """Bob's hash by linearity (few differing bits) or in full (many) is exact."""
+    rng = np.random.default_rng(differing)
+    n, m = 3000, 1200
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, differing, replace=False)] ^= 1
+    seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    hashed_a, hashed_b = toeplitz_hash_pair(alice, bob, seed, m)
+    assert np.array_equal(hashed_a, toeplitz_hash_direct(alice, seed, m))
+    assert np.array_equal(hashed_b, toeplitz_hash_direct(bob, seed, m))
