@@ -148,7 +148,9 @@ class InMemoryKeyPool:
     def _get(self, slave: str, master: str, key_id: str) -> QKDKey:
         with self._lock:
             if key_id in self._delivered:
-                raise KeyAlreadyUsedError(f"QKD key {key_id} was already delivered; keys are single-use")
+                raise KeyAlreadyUsedError(
+                    f"QKD key {key_id} was already delivered; keys are single-use"
+                )
             entry = self._pending.get(key_id)
             if entry is None or entry[1] != slave or entry[0] != master:
                 raise UnknownKeyIDError(
