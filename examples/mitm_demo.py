@@ -73,19 +73,22 @@ def main() -> None:
 
     console.rule("[bold](c) key stolen AFTER the session; the recording stays secret")
     table = Table()
-    for column in ("configuration", "stolen later", "missing", "Eve recovered", "referee"):
+    for column in ("configuration", "stolen later", "stayed unknown", "Eve recovered", "referee"):
         table.add_column(column, overflow="fold")
     for name in active.CONFIGURATIONS:
         c = active.stolen_key_after_session(name)
         table.add_row(
             name,
             c.stolen,
-            "\n".join(c.missing),
-            f"{len(c.attacker_recovered)} bytes ({c.attacker_failure})",
+            ", ".join(c.missing),
+            f"{len(c.attacker_recovered)} bytes",
             f"{len(c.referee_recovered)} bytes",
         )
     console.print(table)
-    console.print("(referee = the same decryption code given the ephemeral secrets)")
+    console.print(f"why ({c.configuration}): {c.attacker_failure}")
+    console.print(
+        "(referee = the same attack, attack_hybridchan, with an oracle granting everything)"
+    )
 
     console.rule("[bold](d) eavesdropper on the quantum channel")
     d = active.quantum_channel_eavesdropper(1.0)

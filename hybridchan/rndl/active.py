@@ -9,7 +9,9 @@ succeed it forwards the application plaintext between the two channels, reading 
 and optionally changing it (``tamper``). If either fails, nothing is forwarded.
 
 The scenarios run real channels over loopback TCP, one per :data:`CONFIGURATIONS`
-entry, and return frozen result dataclasses saying what each party saw:
+entry (the hybridchan configurations of :mod:`hybridchan.rndl.experiment`, whose
+:func:`~hybridchan.rndl.experiment.channel_configs` builds every endpoint's config),
+and return frozen result dataclasses saying what each party saw:
 
 (a) :func:`mitm_without_keys` -- Eve has her own CA, her own QKD link and guesses
     the QKD keys she cannot get. Authentication fails; no application byte reaches her.
@@ -18,11 +20,14 @@ entry, and return frozen result dataclasses saying what each party saw:
     she runs two links, Alice<->Eve and Eve<->Bob (two ``InMemoryKeyPool`` objects).
     The attack succeeds everywhere, QKD included: QKD needs authentication too.
 (c) :func:`stolen_key_after_session` -- an honest session is recorded
-    (:class:`~hybridchan.rndl.capture.CaptureRelay`); later Eve steals the long-term
-    authentication key and recomputes the key schedule from the recording. The key
-    exchange was ephemeral, so the first AEAD tag fails. A referee holding the
-    ephemeral secrets runs the *same* decryption code and recovers everything: the
-    failure is the missing secret, not a broken attack.
+    (:class:`~hybridchan.rndl.capture.CaptureRelay`) while an
+    :class:`~hybridchan.rndl.oracle.Escrow` notes its secrets; later Eve steals the
+    long-term authentication key (for ``qkd-only`` the QKD-PSK) and runs the passive
+    attack, :func:`~hybridchan.rndl.adversary.attack_hybridchan`, with an oracle that
+    grants only that. The key exchange was ephemeral: its components stay unknown and
+    the first AEAD tag fails. The referee's oracle (every capability) runs the *same*
+    attack on the same recording and recovers everything: the failure is the missing
+    secret, not a broken attack.
 (d) :func:`quantum_channel_eavesdropper` -- intercept-resend on the simulated quantum
     channel pushes the QBER over the threshold, the block aborts, the key pool reports
     the abort, and a ``hybrid+qkd`` channel fails closed (alert 220), or with
@@ -42,26 +47,22 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
 
-import kem
-from handshake import HandshakeConfig
-from handshake._codec import Reader
 from handshake.alerts import AlertDescription
-from handshake.keyschedule import EarlySecret, traffic_keys, transcript_hash
-from handshake.messages import ClientHello, HandshakeType, QKDKeyRef, ServerHello
-from handshake.pki import Credential, create_ca, issue_certificate
-from handshake.policy import GROUP_NAMES
-from hybridchan._record import HEADER, HEADER_SIZE, ContentType, RecordProtection
 from hybridchan._sync import Channel, Server, connect, wrap_socket
 from hybridchan.config import ChannelConfig
-from hybridchan.errors import BadRecordMAC
+from hybridchan.demo import SERVER_NAME, EmbeddedPKI
+from hybridchan.rndl import experiment
+from hybridchan.rndl.adversary import attack_hybridchan, client_hello, qkd_psk_key_id
 from hybridchan.rndl.capture import Capture, CaptureRelay, read_capture
+from hybridchan.rndl.experiment import CLIENT_SAE, SERVER_SAE, Configuration
+from hybridchan.rndl.oracle import ADVERSARIES, REFEREE, Escrow, Oracle, escrow_kem_factory
 from qkd.keysource import InMemoryKeyPool, KeyUnavailableError, QKDKey
 from qkd.sim import Eavesdropper, LinkParams, PostProcessingParams, QKDLink
 
@@ -83,9 +84,6 @@ __all__ = [
     "stolen_key_after_session",
 ]
 
-CLIENT_SAE: Final = "sae-alice"
-SERVER_SAE: Final = "sae-bob"
-SERVER_NAME: Final = "bob.hybridchan.test"
 #: What Alice sends (one line) and the account Eve redirects it to in scenario (b).
 REQUEST: Final = b"transfer 100 EUR to account 1234\n"
 _VICTIM_ACCOUNT: Final = b"account 1234"
@@ -95,111 +93,43 @@ _TIMEOUT: Final = 10.0
 
 # -- configurations ------------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Configuration:
-    """One channel configuration of the comparison (see ``docs/rndl.md``).
-
-    ``signature`` is the certificate key algorithm (``None``: PSK-style auth);
-    ``kems`` the key-share groups; ``auth_mode`` as in :class:`handshake.HandshakeConfig`.
-    """
-
-    name: str
-    policy: str
-    kems: tuple[str, ...] | None
-    auth_mode: str
-    signature: str | None
-
-    @property
-    def uses_qkd(self) -> bool:
-        return self.policy in ("hybrid+qkd", "qkd-only")
-
-
-_CONFIGURATIONS: Final = {
-    c.name: c
-    for c in (
-        Configuration(
-            name="classical", policy="classical", kems=("X25519",),
-            auth_mode="certificate", signature="ed25519",
-        ),
-        Configuration(
-            name="pqc", policy="pqc", kems=("ML-KEM-768",),
-            auth_mode="certificate", signature="ml-dsa-65",
-        ),
-        Configuration(
-            name="hybrid", policy="hybrid", kems=("X25519MLKEM768",),
-            auth_mode="certificate", signature="ml-dsa-65",
-        ),
-        Configuration(
-            name="qkd-only", policy="qkd-only", kems=None, auth_mode="qkd-psk", signature=None
-        ),
-        Configuration(
-            name="hybrid+qkd", policy="hybrid+qkd", kems=("X25519MLKEM768",),
-            auth_mode="certificate", signature="ml-dsa-65",
-        ),
-    )
-}  # fmt: skip
-#: Names of the configurations every scenario runs.
-CONFIGURATIONS: Final = tuple(_CONFIGURATIONS)
+#: Names of the configurations every scenario runs: the hybridchan configurations of
+#: :data:`hybridchan.rndl.experiment.CONFIGURATIONS` (the TLS baselines have no MITM here).
+CONFIGURATIONS: Final = tuple(c.name for c in experiment.CONFIGURATIONS if c.kind == "hybridchan")
 
 
 def configuration(name: str) -> Configuration:
-    """The :class:`Configuration` called ``name`` (one of :data:`CONFIGURATIONS`)."""
-    try:
-        return _CONFIGURATIONS[name]
-    except KeyError:
+    """The :class:`~hybridchan.rndl.experiment.Configuration` called ``name``."""
+    if name not in CONFIGURATIONS:
         raise ValueError(
             f"unknown configuration {name!r}; choose one of {', '.join(CONFIGURATIONS)}"
-        ) from None
-
-
-@dataclass(frozen=True, slots=True)
-class _PKI:
-    ca: Credential
-    server: Credential
+        )
+    return experiment.configuration(name)
 
 
 @functools.lru_cache(maxsize=8)
-def _pki(algorithm: str, owner: str) -> _PKI:
+def _pki(algorithm: str, owner: str) -> EmbeddedPKI:
     """A CA and a server certificate for :data:`SERVER_NAME`, made once per process.
 
     ``owner="victims"`` is the real PKI Alice trusts; ``owner="eve"`` is Eve's own
     self-signed CA issuing a certificate with the very same name.
     """
-    ca = create_ca(f"{owner} CA", algorithm=algorithm)
-    server = issue_certificate(ca, SERVER_NAME, algorithm=algorithm, dns_names=[SERVER_NAME])
-    return _PKI(ca, server)
+    return EmbeddedPKI.generate(algorithm)
 
 
-def _channel_config(
-    conf: Configuration,
-    *,
-    server: bool,
-    pki: _PKI | None = None,
-    qkd_source: Any = None,
-    allow_fallback: bool = False,
-) -> ChannelConfig:
-    """One endpoint's ChannelConfig for ``conf`` (Alice, Bob, or one of Eve's halves).
+def _victims_pki(conf: Configuration) -> EmbeddedPKI | None:
+    return _pki(conf.signature, "victims") if conf.auth == "certificate" else None
 
-    A server presents ``pki.server``; a client trusts ``pki.ca``.
-    """
-    options: dict[str, Any] = {
-        "policy": conf.policy,
-        "kems": conf.kems,
-        "auth_mode": conf.auth_mode,
-        "server_name": SERVER_NAME,
-        "allow_fallback": allow_fallback,
-    }
-    if conf.auth_mode == "certificate":
-        assert pki is not None
-        options["trust_store"] = (pki.ca.certificate,)
-        if server:
-            options["credential"] = pki.server
-    if qkd_source is not None:
-        options["qkd_source"] = qkd_source
-        options["peer_sae_id"] = CLIENT_SAE if server else SERVER_SAE
-    return ChannelConfig(
-        handshake=HandshakeConfig(**options), handshake_timeout=_TIMEOUT, timeout=_TIMEOUT
+
+Sources = tuple[Any, Any] | None
+
+
+def _pair(
+    conf: Configuration, pki: EmbeddedPKI | None, sources: Sources, **options: Any
+) -> tuple[ChannelConfig, ChannelConfig]:
+    """(client, server) configs: a pair of victims, or Eve's two halves (client, server)."""
+    return experiment.channel_configs(
+        conf, pki=pki, qkd_sources=sources, handshake_timeout=_TIMEOUT, timeout=_TIMEOUT, **options
     )
 
 
@@ -338,9 +268,11 @@ class MitmResult:
 class RecordingResult:
     """Outcome of scenario (c): a recorded session versus a key stolen afterwards.
 
-    ``attacker_recovered`` is what Eve decrypted with the stolen key (empty), and
-    ``attacker_failure`` where she stopped. ``referee_recovered`` is what the same
-    decryption code recovers with the ephemeral secrets (the positive control).
+    ``missing`` names the key-exchange components whose secrets Eve could not obtain,
+    ``attacker_recovered`` is what she decrypted with the stolen key (empty) and
+    ``attacker_failure`` the attack's notes: why each component stayed unknown and where
+    decryption stopped. ``referee_recovered`` is what the same attack recovers with an
+    oracle that grants everything (the positive control).
     """
 
     configuration: str
@@ -585,12 +517,13 @@ def _attack(
     conf: Configuration,
     holds: str,
     *,
-    alice: ChannelConfig,
-    bob: ChannelConfig,
-    eve_server: ChannelConfig,
-    eve_client: ChannelConfig,
+    victims: tuple[ChannelConfig, ChannelConfig],
+    eve: tuple[ChannelConfig, ChannelConfig],
     tamper: Tamper | None = None,
 ) -> MitmResult:
+    """Alice -> Eve -> Bob. ``victims`` is (Alice, Bob); ``eve`` (her client, her server)."""
+    alice, bob = victims
+    eve_client, eve_server = eve
     with (
         _bob(bob) as (bob_address, box),
         MitmRelay(bob_address, impersonate=eve_server, upstream=eve_client, tamper=tamper) as relay,
@@ -633,30 +566,17 @@ class _GuessingKeySource:
         return QKDKey(key_id, os.urandom(32))
 
 
-class _RecordingKeySource:
-    """Wraps a key source and keeps what it delivered: the referee's escrow in (c)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.keys: dict[str, bytes] = {}
-
-    @property
-    def sae_id(self) -> str:
-        return str(self._inner.sae_id)
-
-    def new_key(self, peer_sae_id: str, size_bytes: int = 32) -> QKDKey:
-        key: QKDKey = self._inner.new_key(peer_sae_id, size_bytes)
-        self.keys[key.key_id] = bytes(key.key)
-        return key
-
-    def get_key(self, peer_sae_id: str, key_id: str) -> QKDKey:
-        key: QKDKey = self._inner.get_key(peer_sae_id, key_id)
-        self.keys[key.key_id] = bytes(key.key)
-        return key
-
-
 def _link() -> InMemoryKeyPool:
     return InMemoryKeyPool(os.urandom)
+
+
+def _links_through_eve() -> tuple[Sources, Sources]:
+    """Two QKD links, Alice<->Eve and Eve<->Bob: (Alice's, Bob's) and (Eve's client, server)."""
+    alice_eve, eve_bob = _link(), _link()
+    return (
+        (alice_eve.source(CLIENT_SAE), eve_bob.source(SERVER_SAE)),
+        (eve_bob.source(CLIENT_SAE), alice_eve.source(SERVER_SAE)),
+    )
 
 
 # -- (a) and (b) ---------------------------------------------------------------------------
@@ -675,47 +595,28 @@ def mitm_without_keys(name: str, *, eve_controls_qkd_links: bool = False) -> Mit
             "eve_controls_qkd_links applies to 'hybrid+qkd' only (for 'qkd-only' the QKD "
             "links are the authentication: that is mitm_with_stolen_keys)"
         )
-    real = _pki(conf.signature, "victims") if conf.signature else None
-    rogue = _pki(conf.signature, "eve") if conf.signature else None
+    real = _victims_pki(conf)
+    # Eve's client half trusts the real CA; her server half presents her own certificate.
+    rogue = _pki(conf.signature, "eve") if real else None
+    eve_pki = EmbeddedPKI(real.ca, rogue.server, rogue.client) if real and rogue else None
     holds = "own self-signed CA" if rogue else ""
-    sources: dict[str, Any] = dict.fromkeys(("alice", "bob", "eve_server", "eve_client"))
+    victims: Sources = None
+    eve: Sources = None
     if eve_controls_qkd_links:
-        alice_eve, eve_bob = _link(), _link()
-        sources.update(
-            alice=alice_eve.source(CLIENT_SAE),
-            eve_server=alice_eve.source(SERVER_SAE),
-            eve_client=eve_bob.source(CLIENT_SAE),
-            bob=eve_bob.source(SERVER_SAE),
-        )
+        victims, eve = _links_through_eve()
         holds += " + QKD links Alice<->Eve, Eve<->Bob"
     elif conf.uses_qkd:
         link, eve_link = _link(), _link()
-        sources.update(
-            alice=link.source(CLIENT_SAE),
-            bob=link.source(SERVER_SAE),
-            eve_server=_GuessingKeySource(SERVER_SAE),
-            eve_client=eve_link.source(CLIENT_SAE),
-        )
+        victims = (link.source(CLIENT_SAE), link.source(SERVER_SAE))
+        eve = (eve_link.source(CLIENT_SAE), _GuessingKeySource(SERVER_SAE))
         holds = (holds + " + " if holds else "") + "own QKD link, guesses the victims' QKD keys"
     return _attack(
         "a: MITM without keys",
         conf,
         holds,
-        alice=_channel_config(
-            conf, server=False, pki=real, qkd_source=sources["alice"]
-        ),
-        bob=_channel_config(
-            conf, server=True, pki=real,
-            qkd_source=sources["bob"],
-        ),
-        eve_server=_channel_config(
-            conf, server=True, pki=rogue,
-            qkd_source=sources["eve_server"],
-        ),
-        eve_client=_channel_config(
-            conf, server=False, pki=real, qkd_source=sources["eve_client"]
-        ),
-    )  # fmt: skip
+        victims=_pair(conf, real, victims),
+        eve=_pair(conf, eve_pki, eve),
+    )
 
 
 def _redirect(direction: str, data: bytes) -> bytes:
@@ -734,13 +635,8 @@ def mitm_with_stolen_keys(name: str) -> MitmResult:
     gives her the QKD-PSK of each link.
     """
     conf = configuration(name)
-    real = _pki(conf.signature, "victims") if conf.signature else None
-    alice_eve = _link() if conf.uses_qkd else None
-    eve_bob = _link() if conf.uses_qkd else None
-
-    def src(pool: InMemoryKeyPool | None, sae: str) -> Any:
-        return pool.source(sae) if pool is not None else None
-
+    real = _victims_pki(conf)
+    victims, eve = _links_through_eve() if conf.uses_qkd else (None, None)
     parts = ["server's certificate key"] if real else []
     if conf.uses_qkd:
         parts.append("QKD link bootstrap auth (links Alice<->Eve, Eve<->Bob)")
@@ -748,218 +644,96 @@ def mitm_with_stolen_keys(name: str) -> MitmResult:
         "b: MITM with a stolen authentication key",
         conf,
         " + ".join(parts),
-        alice=_channel_config(
-            conf, server=False, pki=real, qkd_source=src(alice_eve, CLIENT_SAE)
-        ),
-        bob=_channel_config(
-            conf, server=True, pki=real,
-            qkd_source=src(eve_bob, SERVER_SAE),
-        ),
-        eve_server=_channel_config(
-            conf, server=True, pki=real,
-            qkd_source=src(alice_eve, SERVER_SAE),
-        ),
-        eve_client=_channel_config(
-            conf, server=False, pki=real, qkd_source=src(eve_bob, CLIENT_SAE)
-        ),
+        victims=_pair(conf, real, victims),
+        eve=_pair(conf, real, eve),
         tamper=_redirect,
-    )  # fmt: skip
+    )
 
 
 # -- (c) -----------------------------------------------------------------------------------
 
-
-class _EscrowKEM:
-    """Delegates to a real KEM and hands each decapsulated secret to the referee."""
-
-    def __init__(self, inner: kem.KEM, name: str, sink: list[tuple[str, bytes]]) -> None:
-        self._inner = inner
-        self._name = name
-        self._sink = sink
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._inner, attr)
-
-    def decapsulate(self, private: Any, ciphertext: bytes) -> bytes:
-        secret = self._inner.decapsulate(private, ciphertext)
-        self._sink.append((self._name, bytes(secret)))
-        return secret
+#: Eve in (c): the long-term keys (and the QKD-PSK) stolen after the session, nothing else.
+_THIEF: Final = next(a for a in ADVERSARIES if a.name == "stolen-keys")
 
 
-def _records(stream: bytes) -> list[tuple[int, int, bytes, bytes]]:
-    """Split one direction of a recording into ``(type, epoch, header, fragment)``."""
-    out, pos = [], 0
-    while pos + HEADER_SIZE <= len(stream):
-        ctype, epoch, length = HEADER.unpack_from(stream, pos)
-        end = pos + HEADER_SIZE + length
-        if end > len(stream):
-            break
-        out.append((ctype, epoch, stream[pos : pos + HEADER_SIZE], stream[pos + HEADER_SIZE : end]))
-        pos = end
-    return out
+def _record_session(conf: Configuration, escrow: Escrow, root: Path) -> tuple[SideOutcome, Capture]:
+    """One honest session through the recorder; the referee's escrow notes its secrets."""
+    real = _victims_pki(conf)
+    if real is not None:
+        experiment.escrowed_signing_key(escrow, real, conf.signature)
+    sources = experiment.escrowed_qkd_sources(escrow) if conf.uses_qkd else None
+    alice, bob = _pair(conf, real, sources, kem_factory=escrow_kem_factory(escrow))
+    with _bob(bob) as (address, _box), CaptureRelay(address, root, label=conf.name) as recorder:
+        session = _alice(recorder.address, alice)
+        recorder.wait_idle()
+    return session, read_capture(recorder.files[0])
 
 
-def _messages(data: bytes) -> list[bytes]:
-    """Split a handshake byte stream into framed messages."""
-    out, pos = [], 0
-    while pos + 4 <= len(data):
-        end = pos + 4 + int.from_bytes(data[pos + 1 : pos + 4], "big")
-        out.append(data[pos:end])
-        pos = end
-    return out
+def _steal(conf: Configuration, capture: Capture, escrow: Escrow) -> tuple[str, str]:
+    """Eve's theft after the session: (description, its label in the escrow).
 
-
-def _hello_pair(capture: Capture) -> tuple[bytes, bytes]:
-    """The framed ClientHello and ServerHello (plaintext INITIAL records)."""
-
-    def initial(stream: bytes) -> bytes:
-        return b"".join(
-            f for t, e, _, f in _records(stream) if e == 0 and t == ContentType.HANDSHAKE
-        )
-
-    return _messages(initial(capture.client_to_server))[0], _messages(
-        initial(capture.server_to_client)
-    )[0]
-
-
-def _decrypt_recording(
-    capture: Capture, psk: bytes | None, components: list[tuple[str, bytes]]
-) -> bytes:
-    """Recompute the key schedule from the recording and decrypt the application data.
-
-    Raises :class:`~hybridchan.errors.BadRecordMAC` at the first record whose tag does
-    not verify under the derived keys. Returns client->server then server->client data.
+    ``qkd-only`` authenticates with a QKD-PSK (its key ID is in the recorded
+    ClientHello): Eve takes it from a KME that kept it, noted as a long-term secret.
+    The confidentiality QKD key stays out of her reach (she compromised no KME).
     """
-    ch, sh = _hello_pair(capture)
-    handshake = EarlySecret(psk).next(components)
-    th = transcript_hash(ch + sh)
-    server_hs = RecordProtection(*traffic_keys(handshake.server_traffic(th)))
-    server_records = _records(capture.server_to_client)
-    flight = b""
-    for ctype, epoch, header, fragment in server_records:
-        if epoch == 1 and ctype == ContentType.HANDSHAKE:
-            flight += server_hs.open(header, memoryview(fragment))
-    messages = _messages(flight)
-    upto = next(i for i, m in enumerate(messages) if m[0] == HandshakeType.finished)
-    th_app = transcript_hash(ch + sh + b"".join(messages[: upto + 1]))
-    master = handshake.next()
-    plain = b""
-    for stream, secret in (
-        (capture.client_to_server, master.client_traffic(th_app)),
-        (capture.server_to_client, master.server_traffic(th_app)),
-    ):
-        prot = RecordProtection(*traffic_keys(secret))
-        for ctype, epoch, header, fragment in _records(stream):
-            if epoch != 2:
-                continue
-            data = prot.open(header, memoryview(fragment))
-            if ctype == ContentType.APPLICATION_DATA:
-                plain += data
-    return plain
-
-
-def _negotiated(capture: Capture) -> tuple[list[str], ClientHello]:
-    ch, sh = _hello_pair(capture)
-    hello = ClientHello.decode(ch[4:])
-    server_hello = ServerHello.decode(sh[4:])
-    names = [GROUP_NAMES[s.group] for s in server_hello.key_shares]
-    if server_hello.qkd_accepted:
-        names.append("QKD")
-    return names, hello
-
-
-def _stolen_material(
-    conf: Configuration, hello: ClientHello, keys: dict[str, bytes]
-) -> tuple[str, bytes, bytes | None]:
-    """What Eve steals after the session: (description, bytes she holds, PSK or None)."""
-    if conf.auth_mode == "qkd-psk":
-        assert hello.psk is not None
-        key_id = _psk_key_id(hello)
-        psk = keys[key_id]
-        return (
-            f"the session's QKD-PSK (authentication key {key_id}) from a KME that kept it",
-            psk,
-            psk,
+    hello = client_hello(capture)
+    key_id = qkd_psk_key_id(hello) if hello is not None else None
+    if conf.auth == "certificate":
+        return f"Bob's {conf.signature} certificate private key", (
+            f"server signing key {conf.signature}"
         )
-    assert conf.signature is not None
-    private = _pki(conf.signature, "victims").server.private_key
-    der = private.private_bytes(
+    if key_id is None:
+        raise RuntimeError(f"the {conf.name} recording holds no QKD-PSK offer: did it fail?")
+    escrow.note_long_term(f"qkd-psk:{key_id}", escrow.qkd_keys[key_id][0])
+    return (
+        f"the session's QKD-PSK (authentication key {key_id}) from a KME that kept it",
+        f"qkd-psk:{key_id}",
+    )
+
+
+def _as_bytes(secret: Any) -> bytes:
+    if isinstance(secret, bytes):
+        return secret
+    der: bytes = secret.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return f"Bob's {conf.signature} certificate private key", der, None
-
-
-def _psk_key_id(hello: ClientHello) -> str:
-    assert hello.psk is not None
-    return QKDKeyRef.read(Reader(hello.psk.identity, "QKD-PSK identity")).key_id
-
-
-def _record_session(
-    conf: Configuration, root: Path
-) -> tuple[SideOutcome, Capture, list[tuple[str, bytes]], dict[str, bytes]]:
-    """One honest session through the recorder; the referee escrows the session secrets."""
-    real = _pki(conf.signature, "victims") if conf.signature else None
-    link = _link() if conf.uses_qkd else None
-    escrow: list[tuple[str, bytes]] = []
-    qkd_escrow = _RecordingKeySource(link.source(CLIENT_SAE)) if link else None
-    alice = _channel_config(conf, server=False, pki=real, qkd_source=qkd_escrow)
-    escrowing = replace(
-        alice.handshake,
-        kem_factory=lambda group, backend: _EscrowKEM(kem.get_kem(group, backend), group, escrow),
-    )
-    alice = replace(alice, handshake=escrowing)
-    bob = _channel_config(
-        conf, server=True, pki=real, qkd_source=link.source(SERVER_SAE) if link else None
-    )
-    with _bob(bob) as (address, _box), CaptureRelay(address, root, label=conf.name) as recorder:
-        session = _alice(recorder.address, alice)
-        recorder.wait_idle()
-    capture = read_capture(recorder.files[0])
-    return session, capture, escrow, (qkd_escrow.keys if qkd_escrow else {})
+    return der
 
 
 def stolen_key_after_session(name: str, directory: str | Path | None = None) -> RecordingResult:
     """(c) Record an honest session; steal the long-term key afterwards; try to decrypt.
 
+    Both attempts run :func:`~hybridchan.rndl.adversary.attack_hybridchan` on the same
+    recording: Eve's oracle grants only the stolen key, the referee's everything.
     ``directory`` keeps the capture file (default: a temporary directory).
     """
     conf = configuration(name)
+    escrow = Escrow()
     with contextlib.ExitStack() as stack:
         root = (
             Path(directory)
             if directory
             else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         )
-        session, capture, escrow, keys = _record_session(conf, root)
-    names, hello = _negotiated(capture)
-    stolen, material, psk = _stolen_material(conf, hello, keys)
-    # Eve: the stolen key is no input to the key exchange. The best she can do is to put
-    # what she holds where the component secrets go; the first AEAD tag tells her no.
-    guess = hashlib.sha384(material).digest()
-    try:
-        recovered = _decrypt_recording(capture, psk, [(n, guess) for n in names])
-        failure = "decrypted (unexpected)"
-    except BadRecordMAC:
-        recovered, failure = b"", "first server handshake record: AES-GCM tag does not verify"
-    referee_components = list(escrow)
-    if hello.qkd_key is not None and "QKD" in names:
-        referee_components.append(("QKD", keys[hello.qkd_key.key_id]))
-    referee = _decrypt_recording(capture, psk, referee_components)
-    missing = tuple(
-        f"{n} ephemeral secret" if n != "QKD" else "QKD confidentiality key (erased by the KME)"
-        for n in names
-    )
+        session, capture = _record_session(conf, escrow, root)
+    stolen, label = _steal(conf, capture, escrow)
+    oracle = Oracle(escrow, _THIEF)
+    # The stolen key is no input to the key exchange. The best Eve can do is to put what
+    # she holds where the unknown component secrets go; the first AEAD tag tells her no.
+    held = _as_bytes(oracle.long_term_secret(label))
+    eve = attack_hybridchan(capture, oracle, stand_in=hashlib.sha384(held).digest())
+    referee = attack_hybridchan(capture, Oracle(escrow, REFEREE))
     return RecordingResult(
         configuration=conf.name,
         session=session,
         recorded_bytes=len(capture.client_to_server) + len(capture.server_to_client),
         stolen=stolen,
-        missing=missing,
-        attacker_recovered=recovered,
-        attacker_failure=failure,
-        referee_recovered=referee,
+        missing=tuple(dict.fromkeys(m for m in eve.missing if m != "handshake keys")),
+        attacker_recovered=eve.client_to_server + eve.server_to_client,
+        attacker_failure="; ".join(eve.notes),
+        referee_recovered=referee.client_to_server + referee.server_to_client,
     )
 
 
@@ -1009,22 +783,13 @@ def quantum_channel_eavesdropper(fraction: float = 1.0, *, seed: int = 7) -> Eav
     ``hybrid`` and says so in ``SessionInfo.fallback``.
     """
     conf = configuration("hybrid+qkd")
-    real = _pki("ml-dsa-65", "victims")
+    real = _victims_pki(conf)
     stats, key = _run_link(fraction, seed=seed)
     runs: list[tuple[SideOutcome, SideOutcome]] = []
     for fallback in (False, True):
         pool = _pool_from_link(stats, key)
-        alice = _channel_config(
-            conf,
-            server=False,
-            pki=real,
-            qkd_source=pool.source(CLIENT_SAE),
-            allow_fallback=fallback,
-        )
-        bob = _channel_config(
-            conf, server=True, pki=real,
-            qkd_source=pool.source(SERVER_SAE), allow_fallback=fallback,
-        )  # fmt: skip
+        sources = (pool.source(CLIENT_SAE), pool.source(SERVER_SAE))
+        alice, bob = _pair(conf, real, sources, allow_fallback=fallback)
         with _bob(bob) as (address, box):
             client = _alice(address, alice)
         runs.append((client, box["bob"]))

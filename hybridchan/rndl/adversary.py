@@ -38,7 +38,7 @@ from hybridchan.rndl import tls13
 from hybridchan.rndl.capture import Capture
 from hybridchan.rndl.oracle import NotGranted, Oracle
 
-__all__ = ["AttackResult", "attack_hybridchan", "attack_tls13"]
+__all__ = ["AttackResult", "attack_hybridchan", "attack_tls13", "client_hello", "qkd_psk_key_id"]
 
 _HEADER = struct.Struct(">BBH")
 _HANDSHAKE, _DATA, _ALERT, _KEY_UPDATE = 22, 23, 21, 24
@@ -118,6 +118,20 @@ def _plain_messages(records: list[_Record]) -> list[tuple[Message, bytes]]:
     return out
 
 
+def client_hello(capture: Capture) -> ClientHello | None:
+    """The recorded ClientHello (sent in the clear): what any eavesdropper can read."""
+    messages = _plain_messages(_records(capture.client_to_server))
+    hello = messages[0][0] if messages else None
+    return hello if isinstance(hello, ClientHello) else None
+
+
+def qkd_psk_key_id(hello: ClientHello) -> str | None:
+    """The key ID of the QKD-PSK a ClientHello offers (``None``: no QKD-PSK)."""
+    if hello.psk is None or hello.auth_mode != AuthMode.qkd_psk:
+        return None
+    return QKDKeyRef.read(Reader(hello.psk.identity, "QKD-PSK identity")).key_id
+
+
 def _component_secret(oracle: Oracle, name: str, client_share: bytes, server_share: bytes) -> bytes:
     """The shared secret of one key-share group, if the oracle grants what it needs."""
     if name == "X25519MLKEM768":
@@ -133,13 +147,20 @@ def _component_secret(oracle: Oracle, name: str, client_share: bytes, server_sha
 def _early_secret(
     oracle: Oracle, hello: ClientHello, result: AttackResult
 ) -> ks.EarlySecret | None:
-    """The early secret: zeros, an external PSK (a long-term secret) or a QKD-PSK."""
+    """The early secret: zeros, an external PSK (a long-term secret) or a QKD-PSK.
+
+    A QKD-PSK comes from a compromised KME, or from a theft noted in the escrow as the
+    long-term secret ``"qkd-psk:<key ID>"``.
+    """
     if hello.psk is None:
         return ks.EarlySecret(None)
     try:
-        if hello.auth_mode == AuthMode.qkd_psk:
-            ref = QKDKeyRef.read(Reader(hello.psk.identity, "QKD-PSK identity"))
-            return ks.EarlySecret(oracle.qkd_key(ref.key_id))
+        key_id = qkd_psk_key_id(hello)
+        if key_id is not None:
+            try:
+                return ks.EarlySecret(oracle.long_term_secret("qkd-psk:" + key_id))
+            except NotGranted:
+                return ks.EarlySecret(oracle.qkd_key(key_id))
         return ks.EarlySecret(oracle.long_term_secret("psk:" + hello.psk.identity.hex()))
     except NotGranted as exc:
         result.missing.append("PSK")
@@ -147,8 +168,15 @@ def _early_secret(
         return None
 
 
-def attack_hybridchan(capture: Capture, oracle: Oracle) -> AttackResult:
-    """Try to decrypt one recorded hybridchan session with what ``oracle`` grants."""
+def attack_hybridchan(
+    capture: Capture, oracle: Oracle, *, stand_in: bytes | None = None
+) -> AttackResult:
+    """Try to decrypt one recorded hybridchan session with what ``oracle`` grants.
+
+    By default the attack stops when a secret is not granted. With ``stand_in`` it puts
+    that value where each missing secret goes and carries on, as an adversary with a
+    guess would: the AEAD then decides (and refuses unless the guess was right).
+    """
     result = AttackResult()
     c2s, s2c = _records(capture.client_to_server), _records(capture.server_to_client)
     client_plain, server_plain = _plain_messages(c2s), _plain_messages(s2c)
@@ -172,14 +200,20 @@ def attack_hybridchan(capture: Capture, oracle: Oracle) -> AttackResult:
             parts = ("ML-KEM-768", "X25519") if name == "X25519MLKEM768" else (name,)
             result.missing.extend(p for p in parts if not oracle.adversary.breaks(p))
             result.notes.append(f"{name}: {exc}")
+            if stand_in is not None:
+                components.append((name, stand_in))
     if hello.qkd_key is not None and server_hello.qkd_accepted:
         try:
             components.append(("QKD", oracle.qkd_key(hello.qkd_key.key_id)))
         except NotGranted as exc:
             result.missing.append("QKD")
             result.notes.append(f"QKD: {exc}")
+            if stand_in is not None:
+                components.append(("QKD", stand_in))
     early = _early_secret(oracle, hello, result)
-    if result.missing or early is None:
+    if early is None and stand_in is not None:
+        early = ks.EarlySecret(stand_in)
+    if early is None or (result.missing and stand_in is None):
         return result
 
     # 2. The key schedule, recomputed from the transcript.
@@ -197,7 +231,10 @@ def attack_hybridchan(capture: Capture, oracle: Oracle) -> AttackResult:
                 if isinstance(msg, Finished):
                     break
     except Exception:
-        result.notes.append("handshake records do not decrypt: a component secret was wrong")
+        result.notes.append(
+            "handshake records do not decrypt (AES-GCM tag does not verify): "
+            "a component secret was wrong"
+        )
         result.missing.append("handshake keys")
         return result
     master = hs_secret.next()

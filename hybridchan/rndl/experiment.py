@@ -18,18 +18,25 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import kem
-from handshake import HandshakeConfig, pki
+from hybridchan.config import ChannelConfig
+from hybridchan.demo import SERVER_NAME, EmbeddedPKI, embedded_configs
 from hybridchan.rndl import tls13
 from hybridchan.rndl.adversary import attack_hybridchan, attack_tls13
 from hybridchan.rndl.capture import CaptureRelay, read_capture
-from hybridchan.rndl.oracle import ADVERSARIES, Adversary, Escrow, Oracle
+from hybridchan.rndl.oracle import (
+    ADVERSARIES,
+    Adversary,
+    Escrow,
+    EscrowKeySource,
+    Oracle,
+    escrow_kem_factory,
+)
 from hybridchan.rndl.report import Matrix, Outcome
-from qkd.keysource import InMemoryKeyPool, QKDKey
+from qkd.keysource import InMemoryKeyPool
 
 __all__ = [
     "CONFIGURATIONS",
@@ -37,12 +44,15 @@ __all__ = [
     "Configuration",
     "Recording",
     "analyse",
+    "channel_configs",
+    "configuration",
+    "escrowed_qkd_sources",
+    "escrowed_signing_key",
     "record_sessions",
     "run",
 ]
 
 CLIENT_SAE, SERVER_SAE = "sae-alice", "sae-bob"
-SERVER_NAME = "server.rndl.test"
 
 #: The application conversation every configuration carries: (speaker, message).
 CONVERSATION: tuple[tuple[str, bytes], ...] = (
@@ -68,6 +78,10 @@ class Configuration:
     auth: str = "certificate"
     signature: str = "ml-dsa-65"
     tls_group: str = ""
+
+    @property
+    def uses_qkd(self) -> bool:
+        return self.policy in ("hybrid+qkd", "qkd-only")
 
 
 CONFIGURATIONS: tuple[Configuration, ...] = (
@@ -114,6 +128,15 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
 )
 
 
+def configuration(name: str) -> Configuration:
+    """The :class:`Configuration` called ``name`` (one of :data:`CONFIGURATIONS`)."""
+    for config in CONFIGURATIONS:
+        if config.name == name:
+            return config
+    names = ", ".join(c.name for c in CONFIGURATIONS)
+    raise ValueError(f"unknown configuration {name!r}; choose one of {names}")
+
+
 @dataclass
 class Recording:
     configuration: Configuration
@@ -128,107 +151,74 @@ class Recording:
         return len(self.client_to_server) + len(self.server_to_client)
 
 
-# ---- escrow hooks (the referee's, not the endpoints') ----------------------------------
+# ---- configurations as channels ---------------------------------------------------------
 
 
-class _EscrowKEM:
-    """Delegates to a real KEM and notes each generated private key by public value."""
+def channel_configs(
+    config: Configuration,
+    *,
+    pki: EmbeddedPKI | None = None,
+    qkd_sources: tuple[Any, Any] | None = None,
+    kem_factory: Callable[[str, str], Any] | None = None,
+    allow_fallback: bool = False,
+    **channel_options: Any,
+) -> tuple[ChannelConfig, ChannelConfig]:
+    """``(client, server)`` ChannelConfigs for a hybridchan ``config``: the one place.
 
-    def __init__(self, inner: kem.KEM, escrow: Escrow) -> None:
-        self._inner, self._escrow = inner, escrow
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def generate_keypair(self, seed: bytes | None = None) -> kem.KeyPair:
-        pair = self._inner.generate_keypair(seed)
-        parts = getattr(self._inner, "parts", None)
-        if parts is None:
-            self._escrow.note_kem_key(self._inner.name, pair.public, pair.private)
-        else:  # a hybrid: escrow each component on its own
-            for part, sub in zip(parts, pair.private.pairs, strict=True):
-                self._escrow.note_kem_key(part.name, sub.public, sub.private)
-        return pair
-
-
-def _escrow_factory(escrow: Escrow) -> Callable[[str, str], Any]:
-    def factory(name: str, backend: str) -> Any:
-        return _EscrowKEM(kem.get_kem(name, backend), escrow)
-
-    return factory
-
-
-class _EscrowSource:
-    """A QKD key source whose deliveries are also noted in the escrow (the KME's view)."""
-
-    def __init__(self, inner: Any, escrow: Escrow, ids: list[str]) -> None:
-        self._inner, self._escrow, self._ids = inner, escrow, ids
-
-    @property
-    def sae_id(self) -> str:
-        return str(self._inner.sae_id)
-
-    def new_key(self, peer_sae_id: str, size_bytes: int = 32) -> QKDKey:
-        key = self._inner.new_key(peer_sae_id, size_bytes)
-        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
-        self._ids.append(key.key_id)
-        return key
-
-    def get_key(self, peer_sae_id: str, key_id: str) -> QKDKey:
-        key = self._inner.get_key(peer_sae_id, key_id)
-        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
-        return key
+    Built on :func:`hybridchan.demo.embedded_configs`: the client trusts ``pki.ca``, the
+    server presents ``pki.server`` (a mixed ``EmbeddedPKI`` gives a server the client
+    does not trust); ``qkd_sources`` are the client's and the server's QKD key sources.
+    ``kem_factory`` (the referee's escrow hook) goes to the client, whose key pairs the
+    key shares are; ``channel_options`` (timeouts) to both.
+    """
+    if config.kind != "hybridchan":
+        raise ValueError(f"configuration {config.name!r} is not a hybridchan channel")
+    client, server = embedded_configs(
+        config.policy, pki=pki, qkd_sources=qkd_sources, auth_mode=config.auth, **channel_options
+    )
+    common: dict[str, Any] = {"kems": config.kems or None, "allow_fallback": allow_fallback}
+    client_extra = {"kem_factory": kem_factory} if kem_factory is not None else {}
+    return (
+        replace(client, handshake=replace(client.handshake, **common, **client_extra)),
+        replace(server, handshake=replace(server.handshake, **common)),
+    )
 
 
 # ---- running the conversation ------------------------------------------------------------
 
 
+def escrowed_signing_key(escrow: Escrow, pki: EmbeddedPKI, algorithm: str) -> None:
+    """Note the server's signing key: what a later theft of long-term keys yields."""
+    escrow.note_long_term(f"server signing key {algorithm}", pki.server.private_key)
+
+
 @dataclass
 class _Credentials:
-    cas: dict[str, pki.Credential]
-    leaves: dict[str, pki.Credential]
+    pkis: dict[str, EmbeddedPKI]
     files: dict[str, Path]
 
 
 def _credentials(workdir: Path, escrow: Escrow) -> _Credentials:
-    cas, leaves, files = {}, {}, {}
+    pkis, files = {}, {}
     for alg in ("ed25519", "ml-dsa-65"):
-        ca = pki.create_ca(f"RNDL CA {alg}", algorithm=alg)
-        leaf = pki.issue_certificate(ca, SERVER_NAME, algorithm=alg, dns_names=[SERVER_NAME])
-        cas[alg], leaves[alg] = ca, leaf
-        escrow.note_long_term(f"server signing key {alg}", leaf.private_key)
-        (workdir / f"ca-{alg}.pem").write_bytes(ca.cert_pem())
-        leaf.write(workdir / f"leaf-{alg}.pem", workdir / f"leaf-{alg}.key")
+        pkis[alg] = pki = EmbeddedPKI.generate(alg)
+        escrowed_signing_key(escrow, pki, alg)
+        (workdir / f"ca-{alg}.pem").write_bytes(pki.ca.cert_pem())
+        pki.server.write(workdir / f"leaf-{alg}.pem", workdir / f"leaf-{alg}.key")
         files[f"ca-{alg}"] = workdir / f"ca-{alg}.pem"
         files[f"leaf-{alg}"] = workdir / f"leaf-{alg}.pem"
         files[f"key-{alg}"] = workdir / f"leaf-{alg}.key"
-    return _Credentials(cas, leaves, files)
+    return _Credentials(pkis, files)
 
 
-def _channel_configs(
-    config: Configuration, creds: _Credentials, escrow: Escrow, ids: list[str]
-) -> tuple[Any, Any]:
-    from hybridchan.config import ChannelConfig
-
-    common: dict[str, Any] = {"policy": config.policy, "auth_mode": config.auth}
-    if config.kems:
-        common["kems"] = config.kems
-    client: dict[str, Any] = {"server_name": SERVER_NAME, "kem_factory": _escrow_factory(escrow)}
-    server: dict[str, Any] = {"server_name": SERVER_NAME}
-    if config.auth == "certificate":
-        client["trust_store"] = (creds.cas[config.signature].certificate,)
-        server["credential"] = creds.leaves[config.signature]
-    if config.policy in ("qkd-only", "hybrid+qkd") or config.auth == "qkd-psk":
-        pool = InMemoryKeyPool(os.urandom)
-        client.update(
-            qkd_source=_EscrowSource(pool.source(CLIENT_SAE), escrow, ids), peer_sae_id=SERVER_SAE
-        )
-        server.update(
-            qkd_source=_EscrowSource(pool.source(SERVER_SAE), escrow, ids), peer_sae_id=CLIENT_SAE
-        )
+def escrowed_qkd_sources(
+    escrow: Escrow, ids: list[str] | None = None
+) -> tuple[EscrowKeySource, EscrowKeySource]:
+    """The client's and server's sources of one fresh in-memory QKD link, escrowed."""
+    pool = InMemoryKeyPool(os.urandom)
     return (
-        ChannelConfig(handshake=HandshakeConfig(**common, **client), timeout=30),
-        ChannelConfig(handshake=HandshakeConfig(**common, **server), timeout=30),
+        EscrowKeySource(pool.source(CLIENT_SAE), escrow, ids),
+        EscrowKeySource(pool.source(SERVER_SAE), escrow, ids),
     )
 
 
@@ -263,7 +253,13 @@ def _record_hybridchan(
     import hybridchan
 
     ids: list[str] = []
-    client_cfg, server_cfg = _channel_configs(config, creds, escrow, ids)
+    client_cfg, server_cfg = channel_configs(
+        config,
+        pki=creds.pkis[config.signature] if config.auth == "certificate" else None,
+        qkd_sources=escrowed_qkd_sources(escrow, ids) if config.uses_qkd else None,
+        kem_factory=escrow_kem_factory(escrow),
+        timeout=30,
+    )
     server = hybridchan.Server(server_cfg)
     accepted: dict[str, Any] = {}
     thread = threading.Thread(

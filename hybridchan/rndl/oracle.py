@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import kem
+from qkd.keysource import QKDKey
+
 __all__ = [
     "ADVERSARIES",
+    "REFEREE",
     "Adversary",
     "Capability",
     "Escrow",
+    "EscrowKEM",
+    "EscrowKeySource",
     "NotGranted",
     "Oracle",
+    "escrow_kem_factory",
 ]
 
 
@@ -115,6 +123,13 @@ ADVERSARIES: tuple[Adversary, ...] = (
 )
 
 
+#: The positive control: every capability, so the oracle grants all the escrow holds
+#: (against keys noted as retained). Decrypting with it shows a recording is readable.
+REFEREE: Adversary = Adversary(
+    "referee", frozenset(Capability), "omniscient referee: everything the escrow holds"
+)
+
+
 class NotGranted(LookupError):
     """The adversary's capabilities do not cover this request."""
 
@@ -146,6 +161,64 @@ class Escrow:
     def note_qkd_key(self, key_id: str, key: bytes, *, erased: bool) -> None:
         with self._lock:
             self.qkd_keys[key_id] = (bytes(key), erased)
+
+
+# ---- escrow hooks (the referee's, never the endpoints') ---------------------------------
+
+
+class EscrowKEM:
+    """Delegates to a real KEM and notes each generated private key by public value."""
+
+    def __init__(self, inner: kem.KEM, escrow: Escrow) -> None:
+        self._inner, self._escrow = inner, escrow
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def generate_keypair(self, seed: bytes | None = None) -> kem.KeyPair:
+        pair = self._inner.generate_keypair(seed)
+        parts = getattr(self._inner, "parts", None)
+        if parts is None:
+            self._escrow.note_kem_key(self._inner.name, pair.public, pair.private)
+        else:  # a hybrid: escrow each component on its own
+            for part, sub in zip(parts, pair.private.pairs, strict=True):
+                self._escrow.note_kem_key(part.name, sub.public, sub.private)
+        return pair
+
+
+def escrow_kem_factory(escrow: Escrow) -> Callable[[str, str], Any]:
+    """A ``HandshakeConfig.kem_factory`` whose KEMs note their private keys in ``escrow``."""
+
+    def factory(name: str, backend: str) -> Any:
+        return EscrowKEM(kem.get_kem(name, backend), escrow)
+
+    return factory
+
+
+class EscrowKeySource:
+    """A QKD key source whose deliveries are also noted in the escrow (the KME's view).
+
+    ``ids`` (optional) collects the key IDs this source drew with ``new_key``.
+    """
+
+    def __init__(self, inner: Any, escrow: Escrow, ids: list[str] | None = None) -> None:
+        self._inner, self._escrow = inner, escrow
+        self._ids = ids if ids is not None else []
+
+    @property
+    def sae_id(self) -> str:
+        return str(self._inner.sae_id)
+
+    def new_key(self, peer_sae_id: str, size_bytes: int = 32) -> QKDKey:
+        key: QKDKey = self._inner.new_key(peer_sae_id, size_bytes)
+        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
+        self._ids.append(key.key_id)
+        return key
+
+    def get_key(self, peer_sae_id: str, key_id: str) -> QKDKey:
+        key: QKDKey = self._inner.get_key(peer_sae_id, key_id)
+        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
+        return key
 
 
 class Oracle:
