@@ -170,11 +170,12 @@ class ClientHandshake(HandshakeBase):
         assert offer.hello.psk is not None
         binder_key = offer.early.binder_key(qkd=self.config.auth_mode == "qkd-psk")
         digest = transcript_hash(ClientHello.binder_prefix(raw))
-        psk = PSKOffer(
-            identity=offer.hello.psk.identity, binder=finished_verify_data(binder_key, digest)
-        )
+        binder = finished_verify_data(binder_key, digest)
+        psk = PSKOffer(identity=offer.hello.psk.identity, binder=binder)
         offer.hello = dataclasses.replace(offer.hello, psk=psk)
-        return frame(offer.hello)
+        # The binder is the last field (u8 length 48, then its bytes) and the frame length
+        # does not change: splice it in rather than encoding the whole ClientHello again.
+        return ClientHello.binder_prefix(raw) + bytes([len(binder)]) + binder
 
 
 class ExpectServerHello:

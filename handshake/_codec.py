@@ -27,14 +27,18 @@ class Reader:
         self._what = what
 
     def _take(self, n: int) -> bytes:
-        end = self._pos + n
+        pos = self._pos
+        end = pos + n
         if end > len(self._data):
             raise ProtocolError(f"{self._what}: truncated (needed {n} more bytes)")
-        out = self._data[self._pos : end]
         self._pos = end
-        return out
+        return self._data[pos:end]
 
     def uint(self, size: int) -> int:
+        pos = self._pos
+        if size == 1 and pos < len(self._data):  # the common one-byte case, inlined
+            self._pos = pos + 1
+            return self._data[pos]
         return int.from_bytes(self._take(size), "big")
 
     def fixed(self, n: int) -> bytes:

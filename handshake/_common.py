@@ -25,6 +25,7 @@ from handshake.messages import Message, MessageBuffer, frame
 from qkd import keysource as qkd_keysource
 
 RandomFn = Callable[[int], bytes]
+_EPOCHS = tuple(Epoch)  # iterating the enum class itself is slow; done once per handshake
 NowFn = Callable[[], float]
 
 
@@ -46,16 +47,20 @@ def unexpected(expected: str, got: Message | str) -> ProtocolError:
 class Transcript:
     """Running SHA-384 over the framed handshake messages."""
 
-    __slots__ = ("_hash",)
+    __slots__ = ("_digest", "_hash")
 
     def __init__(self) -> None:
         self._hash = hashlib.sha384()
+        self._digest: bytes | None = None  # TH of the messages so far, until the next add
 
     def add(self, raw: bytes) -> None:
         self._hash.update(raw)
+        self._digest = None
 
     def digest(self) -> bytes:
-        return self._hash.copy().digest()
+        if self._digest is None:
+            self._digest = self._hash.copy().digest()
+        return self._digest
 
 
 class Done:
@@ -78,7 +83,7 @@ class HandshakeBase:
         self.transcript = Transcript()
         self._events: deque[Event] = deque()
         self._pending = bytearray()
-        self._buffers = {epoch: MessageBuffer() for epoch in Epoch}
+        self._buffers = {epoch: MessageBuffer() for epoch in _EPOCHS}
         self._state: State | None = None
         self._error: HandshakeError | None = None
         self.complete = False
@@ -151,7 +156,8 @@ class HandshakeBase:
 
     def _receive(self, epoch: Epoch | int, data: bytes) -> None:
         try:
-            epoch = Epoch(epoch)
+            if type(epoch) is not Epoch:  # the enum call is slow; drivers pass Epochs
+                epoch = Epoch(epoch)
         except ValueError:
             raise ProtocolError(
                 f"unknown epoch {epoch}", alert=AlertDescription.illegal_parameter

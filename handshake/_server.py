@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import kem
 from handshake import auth
+from handshake._codec import Reader
 from handshake._common import Done, HandshakeBase, NowFn, RandomFn, State, call_source, unexpected
 from handshake._shared import (
     AUTH_MODE_CODES,
@@ -338,8 +339,6 @@ class ExpectClientHello:
 
 
 def _decode_ref(identity: bytes) -> QKDKeyRef:
-    from handshake._codec import Reader
-
     r = Reader(identity, "QKD-PSK identity")
     ref = QKDKeyRef.read(r)
     r.finish()

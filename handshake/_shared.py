@@ -66,7 +66,7 @@ def certificate_message(cfg: HandshakeConfig, certificate_type: int) -> Certific
     return Certificate(certificate_type=certificate_type, chains=chains)
 
 
-@functools.lru_cache(maxsize=64)
+@auth.identity_cache
 def _der_chain(credential: Credential) -> tuple[bytes, ...]:
     """DER of a credential's certificate and chain, encoded once per credential."""
     certs = (credential.certificate, *credential.chain)

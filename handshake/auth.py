@@ -16,7 +16,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -65,7 +65,33 @@ def credentials_of(
     return credential if isinstance(credential, tuple) else (credential,)
 
 
-@functools.lru_cache(maxsize=64)
+_R = TypeVar("_R")
+
+
+def identity_cache(fn: Callable[[Any], _R]) -> Callable[[Any], _R]:
+    """Memoize a one-argument function by the argument's *identity* (private helper).
+
+    For immutable configuration objects (credentials): ``functools.lru_cache`` would hash
+    the whole frozen dataclass -- certificate and key included -- on every call. The entry
+    keeps the argument alive, so its id cannot be reused while cached; bounded size.
+    """
+    cache: dict[int, tuple[Any, _R]] = {}
+
+    @functools.wraps(fn)
+    def cached(arg: Any) -> _R:
+        hit = cache.get(id(arg))
+        if hit is not None and hit[0] is arg:
+            return hit[1]
+        result = fn(arg)
+        if len(cache) >= 64:
+            cache.clear()
+        cache[id(arg)] = (arg, result)
+        return result
+
+    return cached
+
+
+@identity_cache
 def scheme_for(credential: Credential | tuple[Credential, Credential]) -> SignatureScheme:
     """The CertificateVerify scheme a credential (or composite pair) signs with (cached)."""
     creds = credentials_of(credential)
@@ -101,18 +127,40 @@ def sign_transcript(
 
 
 def _verify_one(public_key: Any, signature: bytes, data: bytes) -> None:
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
+    kind = _key_kind(public_key)
+    if kind == _EC:
         public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(
-        public_key,
-        ed25519.Ed25519PublicKey
-        | mldsa.MLDSA44PublicKey
-        | mldsa.MLDSA65PublicKey
-        | mldsa.MLDSA87PublicKey,
-    ):
+    elif kind == _PLAIN:
         public_key.verify(signature, data)
     else:
         raise InvalidSignature
+
+
+_EC: Final = 1
+_PLAIN: Final = 2  # Ed25519 and ML-DSA: verify(signature, data)
+_OTHER: Final = 0
+_KIND_BY_TYPE: dict[type, int] = {}
+
+
+def _key_kind(key: Any) -> int:
+    """How to verify with ``key``, decided once per key *type*: the isinstance checks
+    against cryptography's ABCs are slow and the answer depends only on the type."""
+    kind = _KIND_BY_TYPE.get(type(key))
+    if kind is None:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            kind = _EC
+        elif isinstance(
+            key,
+            ed25519.Ed25519PublicKey
+            | mldsa.MLDSA44PublicKey
+            | mldsa.MLDSA65PublicKey
+            | mldsa.MLDSA87PublicKey,
+        ):
+            kind = _PLAIN
+        else:
+            kind = _OTHER
+        _KIND_BY_TYPE[type(key)] = kind
+    return kind
 
 
 def spki_der(public_key: Any) -> bytes:
@@ -206,9 +254,23 @@ def verify_peer_certificate(
 
 def _algorithms(keys: Sequence[Any]) -> tuple[str, ...]:
     try:
-        return tuple(algorithm_of(k) for k in keys)
+        return tuple(_algorithm_of(k) for k in keys)
     except PKIError as exc:
         raise _certificate_error(str(exc), AlertDescription.bad_certificate) from None
+
+
+_ALGORITHM_BY_TYPE: dict[type, str] = {}
+
+
+def _algorithm_of(key: Any) -> str:
+    """:func:`algorithm_of`, remembered per key type -- except EC keys, whose answer
+    depends on the curve and is worked out every time."""
+    name = _ALGORITHM_BY_TYPE.get(type(key))
+    if name is None:
+        name = algorithm_of(key)
+        if not isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+            _ALGORITHM_BY_TYPE[type(key)] = name
+    return name
 
 
 def _verify_raw(chains: Sequence[Sequence[bytes]], pinned: Sequence[bytes]) -> PeerAuth:
@@ -261,7 +323,8 @@ def _verify_chain(
             "peer presented a CA certificate as its end-entity certificate",
             AlertDescription.bad_certificate,
         )
-    current, anchor = leaf, _trusted_issuer(leaf, trust_store)
+    anchors = _anchors(trust_store)
+    current, anchor = leaf, _trusted_issuer(leaf, anchors)
     for issuer in certs[1:]:
         if anchor is not None:
             break
@@ -272,13 +335,14 @@ def _verify_chain(
                 AlertDescription.bad_certificate,
             )
         current = issuer
-        anchor = _trusted_issuer(current, trust_store)
+        anchor = _trusted_issuer(current, anchors)
     if anchor is None:
         raise _certificate_error(
             f"no trusted CA issued {_subject(current)}; add its root to trust_store",
             AlertDescription.unknown_ca,
         )
-    _check_validity(anchor, moment)
+    if not anchor.not_before <= moment <= anchor.not_after:
+        _check_validity(anchor.certificate, moment)  # raises certificate_expired
     if expected_name and not _matches_name(leaf, expected_name):
         raise _certificate_error(
             f"peer certificate {_subject(leaf)} is not valid for name {expected_name!r}",
@@ -309,18 +373,21 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         key = _public_key(issuer)
-        if isinstance(key, ec.EllipticCurvePublicKey):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return _signed_by(cert, key)
+
+
+def _signed_by(cert: x509.Certificate, key: Any) -> bool:
+    """``key`` verifies the signature of ``cert`` (always checked; never cached)."""
+    try:
+        kind = _key_kind(key)
+        if kind == _EC:
             algorithm = cert.signature_hash_algorithm
             if algorithm is None:
                 return False
             key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
-        elif isinstance(
-            key,
-            ed25519.Ed25519PublicKey
-            | mldsa.MLDSA44PublicKey
-            | mldsa.MLDSA65PublicKey
-            | mldsa.MLDSA87PublicKey,
-        ):
+        elif kind == _PLAIN:
             key.verify(cert.signature, cert.tbs_certificate_bytes)
         else:
             return False
@@ -336,11 +403,53 @@ def _public_key(cert: x509.Certificate) -> Any:
     return cert.public_key()
 
 
-def _trusted_issuer(
-    cert: x509.Certificate, trust_store: Sequence[x509.Certificate]
-) -> x509.Certificate | None:
-    for anchor in trust_store:
-        if _issued_by(cert, anchor):
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    """A trust anchor parsed once: what each handshake needs of it, without re-parsing.
+
+    Only the *parsing* is cached; every handshake still verifies the peer certificate's
+    signature with ``key`` and checks the anchor's validity period against its clock.
+    """
+
+    certificate: x509.Certificate
+    subject: x509.Name
+    key: Any  # None: this build cannot use the anchor's key, so it issues nothing
+    not_before: _dt.datetime
+    not_after: _dt.datetime
+
+
+def _make_anchor(cert: x509.Certificate) -> _Anchor:
+    try:
+        key: Any = cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    return _Anchor(cert, cert.subject, key, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+#: Parsed anchors per trust-store tuple (keyed by id, the tuple itself kept alive and
+#: compared by identity, so an id is never reused while its entry exists). Tuples of
+#: certificates are immutable, so an entry can never go stale; lists are not cached.
+_ANCHORS: dict[int, tuple[tuple[x509.Certificate, ...], tuple[_Anchor, ...]]] = {}
+_MAX_STORES: Final = 64
+
+
+def _anchors(trust_store: Sequence[x509.Certificate]) -> tuple[_Anchor, ...]:
+    if not isinstance(trust_store, tuple):
+        return tuple(_make_anchor(cert) for cert in trust_store)
+    hit = _ANCHORS.get(id(trust_store))
+    if hit is not None and hit[0] is trust_store:
+        return hit[1]
+    anchors = tuple(_make_anchor(cert) for cert in trust_store)
+    if len(_ANCHORS) >= _MAX_STORES:
+        _ANCHORS.clear()
+    _ANCHORS[id(trust_store)] = (trust_store, anchors)
+    return anchors
+
+
+def _trusted_issuer(cert: x509.Certificate, anchors: Sequence[_Anchor]) -> _Anchor | None:
+    issuer = cert.issuer
+    for anchor in anchors:
+        if anchor.key is not None and issuer == anchor.subject and _signed_by(cert, anchor.key):
             return anchor
     return None
 

@@ -6,8 +6,8 @@ The same class serves client and server; role-specific checks run when a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509

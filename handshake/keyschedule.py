@@ -73,6 +73,10 @@ COMBINER_LABEL: Final = b"hybridchan v1 handshake components"
 _ZEROS: Final = bytes(HASH_LEN)
 _EMPTY_HASH: Final = hashlib.sha384(b"").digest()
 
+def _hmac_sha384(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA384 (RFC 2104) through OpenSSL's one-shot."""
+    return hmac.digest(key, msg, "sha384")
+
 
 class Labels:
     """Every HKDF label in one place."""
@@ -98,27 +102,44 @@ def transcript_hash(data: bytes) -> bytes:
 
 
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
-    return hmac.digest(salt or _ZEROS, ikm, "sha384")
+    return _hmac_sha384(salt or _ZEROS, ikm)
 
 
 def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     if not 0 < length <= 255 * HASH_LEN:
         raise ValueError(f"HKDF-Expand length {length} out of range")
     if length <= HASH_LEN:  # one block: the common case, kept cheap
-        return hmac.digest(prk, info + b"\x01", "sha384")[:length]
+        return _hmac_sha384(prk, info + b"\x01")[:length]
     out = b""
     block = b""
     counter = 1
     while len(out) < length:
-        block = hmac.digest(prk, block + info + bytes([counter]), "sha384")
+        block = _hmac_sha384(prk, block + info + bytes([counter]))
         out += block
         counter += 1
     return out[:length]
 
 
+#: ``length:u16 | len(label):u8 | "hc1 " label`` per (label, length), built once.
+_LABEL_HEADERS: dict[tuple[bytes, int], bytes] = {}
+
+
+def _label_header(label: bytes, length: int) -> bytes:
+    header = _LABEL_HEADERS.get((label, length))
+    if header is None:
+        full = LABEL_PREFIX + label
+        if len(full) > 255:
+            raise ValueError(f"HKDF label of {len(full)} bytes is too long")
+        header = length.to_bytes(2, "big") + bytes([len(full)]) + full
+        if len(_LABEL_HEADERS) < 1024:  # exporter labels come from callers: stay bounded
+            _LABEL_HEADERS[(label, length)] = header
+    return header
+
+
 def hkdf_expand_label(secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
-    full = LABEL_PREFIX + label
-    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
+    info = _label_header(label, length) + bytes([len(context)]) + context
+    if 0 < length <= HASH_LEN:  # one block, as _hkdf_expand does it (hot path)
+        return _hmac_sha384(secret, info + b"\x01")[:length]
     return _hkdf_expand(secret, info, length)
 
 
@@ -130,7 +151,7 @@ def derive_secret(secret: bytes, label: bytes, transcript_digest: bytes) -> byte
 def finished_verify_data(base_key: bytes, transcript_digest: bytes) -> bytes:
     """Finished (or PSK binder) value: HMAC(finished_key(base_key), transcript hash)."""
     finished_key = hkdf_expand_label(base_key, Labels.FINISHED, b"", HASH_LEN)
-    return hmac.digest(finished_key, transcript_digest, "sha384")
+    return _hmac_sha384(finished_key, transcript_digest)
 
 
 def traffic_keys(secret: bytes) -> tuple[bytes, bytes]:
@@ -173,6 +194,8 @@ class _Stage:
         if self._consumed:
             raise RuntimeError(f"{type(self).__name__} already advanced; a stage is used once")
         self._consumed = True
+        if self._secret is _NO_PSK_EARLY:  # constant: derived once at import
+            return _NO_PSK_DERIVED
         return derive_secret(self._secret, Labels.DERIVED, _EMPTY_HASH)
 
     def __repr__(self) -> str:
@@ -185,7 +208,7 @@ class EarlySecret(_Stage):
     __slots__ = ()
 
     def __init__(self, psk: bytes | None = None) -> None:
-        super().__init__(hkdf_extract(_ZEROS, psk if psk is not None else _ZEROS))
+        super().__init__(_NO_PSK_EARLY if psk is None else hkdf_extract(_ZEROS, psk))
 
     def binder_key(self, *, qkd: bool) -> bytes:
         label = Labels.QKD_BINDER if qkd else Labels.EXT_BINDER
@@ -197,6 +220,11 @@ class EarlySecret(_Stage):
             raise ValueError("at least one key-exchange component is required")
         combined = kem.combine_secrets(COMBINER_LABEL, components)
         return HandshakeSecret(hkdf_extract(self._advance(), combined))
+
+
+#: The early secret without a PSK, and its "derived" secret: constants of the schedule.
+_NO_PSK_EARLY: Final = hkdf_extract(_ZEROS, _ZEROS)
+_NO_PSK_DERIVED: Final = derive_secret(_NO_PSK_EARLY, Labels.DERIVED, _EMPTY_HASH)
 
 
 class HandshakeSecret(_Stage):
