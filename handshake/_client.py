@@ -22,6 +22,8 @@ from handshake._shared import (
     AUTH_MODE_CODES,
     accepted_schemes,
     certificate_message,
+    check_certificate_verify,
+    check_peer_certificate,
     new_qkd_key,
     psk_identity_text,
     session_info,
@@ -44,7 +46,6 @@ from handshake.keyschedule import (
 )
 from handshake.messages import (
     PROTOCOL_VERSION,
-    Certificate,
     CertificateRequest,
     CertificateType,
     CertificateVerify,
@@ -325,25 +326,9 @@ class ExpectCertificate(_HandshakeKeys):
     name = "ExpectCertificate"
 
     def handle(self, msg: Message, raw: bytes) -> State:
-        if not isinstance(msg, Certificate):
-            raise unexpected("Certificate", msg)
-        cfg = self.hs.config
-        want = (
-            CertificateType.x509
-            if cfg.auth_mode == "certificate"
-            else CertificateType.raw_public_key
+        self.ctx.peer = check_peer_certificate(
+            self.hs, msg, raw, peer="server", expected_name=self.hs.config.server_name
         )
-        if msg.certificate_type != want:
-            raise ProtocolError("server sent the wrong certificate type", alert=_ILLEGAL)
-        self.ctx.peer = auth.verify_peer_certificate(
-            msg.certificate_type,
-            msg.chains,
-            trust_store=cfg.trust_store,
-            pinned_keys=cfg.pinned_keys,
-            now=self.hs.now(),
-            expected_name=cfg.server_name if cfg.auth_mode == "certificate" else "",
-        )
-        self.hs.transcript.add(raw)
         return self._to(ExpectCertificateVerify)
 
 
@@ -351,19 +336,8 @@ class ExpectCertificateVerify(_HandshakeKeys):
     name = "ExpectCertificateVerify"
 
     def handle(self, msg: Message, raw: bytes) -> State:
-        if not isinstance(msg, CertificateVerify):
-            raise unexpected("CertificateVerify", msg)
         assert self.ctx.peer is not None
-        auth.verify_signature(
-            self.ctx.peer,
-            msg.scheme,
-            msg.signatures,
-            self.hs.transcript.digest(),
-            server=True,
-            accepted=accepted_schemes(self.hs.config),
-        )
-        self.ctx.scheme = msg.scheme
-        self.hs.transcript.add(raw)
+        self.ctx.scheme = check_certificate_verify(self.hs, msg, raw, self.ctx.peer, server=True)
         return self._to(ExpectFinished)
 
 

@@ -11,11 +11,20 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 
 from handshake import auth
-from handshake._common import call_source
+from handshake._common import HandshakeBase, call_source, unexpected
+from handshake.alerts import AlertDescription
 from handshake.config import HandshakeConfig
-from handshake.errors import PolicyError
+from handshake.errors import PolicyError, ProtocolError
 from handshake.events import SessionInfo
-from handshake.messages import AuthMode, Certificate, CertificateType, QKDKeyRef, SignatureScheme
+from handshake.messages import (
+    AuthMode,
+    Certificate,
+    CertificateType,
+    CertificateVerify,
+    Message,
+    QKDKeyRef,
+    SignatureScheme,
+)
 from handshake.pki import Credential
 from handshake.policy import get_policy
 
@@ -135,3 +144,48 @@ def psk_identity_text(cfg: HandshakeConfig, identity: bytes) -> str:
     if cfg.auth_mode == "qkd-psk":
         return f"qkd-psk:{identity.decode('ascii', 'replace')}"
     return "psk:" + identity.decode("utf-8", "replace")
+
+
+def check_peer_certificate(
+    hs: HandshakeBase, msg: Message, raw: bytes, *, peer: str, expected_name: str
+) -> auth.PeerAuth:
+    """Validate the peer's Certificate message (type, chain or pinned key, name) and
+    add it to the transcript."""
+    if not isinstance(msg, Certificate):
+        raise unexpected("Certificate", msg)
+    cfg = hs.config
+    want = (
+        CertificateType.x509 if cfg.auth_mode == "certificate" else CertificateType.raw_public_key
+    )
+    if msg.certificate_type != want:
+        raise ProtocolError(
+            f"{peer} sent the wrong certificate type", alert=AlertDescription.illegal_parameter
+        )
+    identity = auth.verify_peer_certificate(
+        msg.certificate_type,
+        msg.chains,
+        trust_store=cfg.trust_store,
+        pinned_keys=cfg.pinned_keys,
+        now=hs.now(),
+        expected_name=expected_name if cfg.auth_mode == "certificate" else "",
+    )
+    hs.transcript.add(raw)
+    return identity
+
+
+def check_certificate_verify(
+    hs: HandshakeBase, msg: Message, raw: bytes, identity: auth.PeerAuth, *, server: bool
+) -> int:
+    """Verify the peer's CertificateVerify over the transcript so far; returns the scheme."""
+    if not isinstance(msg, CertificateVerify):
+        raise unexpected("CertificateVerify", msg)
+    auth.verify_signature(
+        identity,
+        msg.scheme,
+        msg.signatures,
+        hs.transcript.digest(),
+        server=server,
+        accepted=accepted_schemes(hs.config),
+    )
+    hs.transcript.add(raw)
+    return msg.scheme

@@ -73,6 +73,7 @@ COMBINER_LABEL: Final = b"hybridchan v1 handshake components"
 _ZEROS: Final = bytes(HASH_LEN)
 _EMPTY_HASH: Final = hashlib.sha384(b"").digest()
 
+
 def _hmac_sha384(key: bytes, msg: bytes) -> bytes:
     """HMAC-SHA384 (RFC 2104) through OpenSSL's one-shot."""
     return hmac.digest(key, msg, "sha384")
