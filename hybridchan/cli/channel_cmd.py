@@ -1,14 +1,18 @@
-"""``hybridchan serve`` / ``hybridchan connect``: an echo over a hybrid channel.
+"""``hybridchan serve`` / ``hybridchan connect``: an echo (or, with ``--chat``, a chat room).
 
 Authentication material comes from PEM files (``hybridchan ca`` makes them) or,
 for a quick try on one machine, from ``--pki-dir``: ``serve`` creates an ML-DSA-65
 CA and server certificate there on first use and ``connect`` trusts that CA.
 QKD policies need a key source both processes share: an ETSI GS QKD 014 KME
 (``--kme-url`` plus its mutual-TLS files; see ``hybridchan kme``).
+``--chat`` runs :mod:`hybridchan.chat` instead of the echo; ``connect --chat --name
+NAME`` presents a client certificate for NAME issued by the CA in ``--pki-dir`` (what
+``serve --chat --mutual`` shows as the user's identity).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from pathlib import Path
@@ -93,6 +97,8 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
             _ensure_pki(pki_dir, opts["server_name"])
             opts["cert"] = opts["cert"] or str(pki_dir / "server.pem")
             opts["key"] = opts["key"] or str(pki_dir / "server-key.pem")
+            if opts.get("mutual"):  # client certificates are checked against this CA
+                opts["ca"] = opts["ca"] or str(pki_dir / "ca.pem")
         else:
             opts["ca"] = opts["ca"] or str(pki_dir / "ca.pem")
     if opts["cert"] or opts["key"]:
@@ -104,6 +110,9 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
         hs["mutual"] = (
             server and "credential" in hs and auth == "certificate" and bool(opts.get("mutual"))
         )
+    wants_mutual = server and auth == "certificate" and bool(opts.get("mutual"))
+    if wants_mutual and "credential" in hs and not hs.get("mutual"):
+        raise click.UsageError("--mutual needs --ca (or --pki-dir) to check client certificates")
     if auth == "certificate" and server and "credential" not in hs:
         raise click.UsageError("the server needs --cert/--key or --pki-dir in certificate mode")
     if auth == "certificate" and not server and not opts["ca"]:
@@ -160,13 +169,25 @@ def _config_or_exit(server: bool, opts: dict[str, Any]) -> ChannelConfig:
 @click.option("--port", type=int, default=4433, show_default=True)
 @click.option("--mutual", is_flag=True, help="Require client certificates issued by --ca.")
 @click.option("--once", is_flag=True, help="Serve one client, then exit.")
+@click.option("--chat", is_flag=True, help="Run a multi-user chat room instead of the echo.")
 @_common
-def serve(host: str, port: int, once: bool, **opts: Any) -> None:
-    """Run an echo server over a hybrid channel."""
+def serve(host: str, port: int, once: bool, chat: bool, **opts: Any) -> None:
+    """Run an echo server (or a chat room, --chat) over a hybrid channel."""
     from hybridchan._sync import Server
 
     console = Console(stderr=True)
     config = _config_or_exit(True, opts)
+    if chat:
+        from hybridchan.chat import serve_chat
+
+        def log(text: str) -> None:
+            console.print(text, markup=False, highlight=False)
+
+        try:
+            asyncio.run(serve_chat(host, port, config, log=log))
+        except KeyboardInterrupt:
+            pass
+        return
     done = threading.Event()
 
     def handler(channel: Any) -> None:
@@ -205,13 +226,25 @@ def serve(host: str, port: int, once: bool, **opts: Any) -> None:
 @click.option(
     "--message", "-m", multiple=True, help="Send this line and print the echo (repeatable)."
 )
+@click.option("--chat", is_flag=True, help="Join a chat room (serve --chat): stdin/-m lines.")
+@click.option(
+    "--name",
+    help="Chat identity: a client certificate for NAME from the CA in --pki-dir (made once).",
+)
 @_common
-def connect(host: str, port: int, message: tuple[str, ...], **opts: Any) -> None:
+def connect(
+    host: str, port: int, message: tuple[str, ...], chat: bool, name: str | None, **opts: Any
+) -> None:
     """Connect to an echo server; send --message lines or stdin, print the echoes."""
     from hybridchan._sync import connect as open_channel
 
     console = Console(stderr=True)
+    if name is not None:
+        _name_credential(name, opts)
     config = _config_or_exit(False, opts)
+    if chat:
+        _chat_client(host, port, config, message, console)
+        return
     try:
         with open_channel((host, port), config) as channel:
             _describe(console, channel, "connected:")
@@ -221,5 +254,40 @@ def connect(host: str, port: int, message: tuple[str, ...], **opts: Any) -> None
                 channel.sendall(line.encode())
                 click.echo(reader.readline().decode(errors="replace"), nl=False)
             reader.close()
+    except (ChannelError, HandshakeError, OSError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _name_credential(name: str, opts: dict[str, Any]) -> None:
+    """Point --cert/--key at NAME's client certificate in --pki-dir (issued on first use)."""
+    from hybridchan.chat import user_credential
+
+    pki_dir: Path | None = opts["pki_dir"]
+    if pki_dir is None or opts["cert"] or opts["key"]:
+        raise click.UsageError("--name needs --pki-dir (with the CA) and no --cert/--key")
+    try:
+        user_credential(pki_dir, name)
+    except (PKIError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    opts["cert"] = str(pki_dir / f"user-{name}.pem")
+    opts["key"] = str(pki_dir / f"user-{name}-key.pem")
+
+
+def _chat_client(
+    host: str, port: int, config: ChannelConfig, message: tuple[str, ...], console: Console
+) -> None:
+    from hybridchan.chat import iterate, run_chat_client
+
+    lines = iterate(message) if message else None  # None: stdin
+
+    def status(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    try:
+        asyncio.run(
+            run_chat_client(host, port, config, lines=lines, output=click.echo, status=status)
+        )
+    except KeyboardInterrupt:
+        pass
     except (ChannelError, HandshakeError, OSError) as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
