@@ -27,8 +27,23 @@ Every state change is one ``BEGIN IMMEDIATE`` transaction, so a killed process
 leaves either the old or the new state, never a half: no key is lost from the
 store or handed out twice. The database runs in WAL mode with
 ``synchronous=NORMAL`` (durable across a process crash; an OS crash may lose the
-last commits but never tears one) and ``secure_delete`` so erased key bits are
-overwritten in the database file.
+last commits but never tears one). The file is locked by the process that opened
+it (``locking_mode=EXCLUSIVE``): a second KME cannot open the same store.
+
+Erasure
+-------
+Erased bits must leave the *files*, not just the rows. ``secure_delete`` makes
+SQLite zero freed cells and pages, but in WAL mode the page images written
+*before* an erasure stay in the ``-wal`` file (and the stale page in the main
+file) until a checkpoint copies the erased pages back. So every transaction that
+erases key bits (a cut, a delivery, a void) schedules a ``TRUNCATE`` checkpoint
+at most ``erase_delay`` seconds later (:meth:`KeyStore.scrub`): after it the bits
+are in neither file. ``close`` scrubs too, and so does opening a store (a killed
+process leaves its WAL behind).
+
+Material is stored in small chunks (``CHUNK_BYTES`` per row) so that cutting a
+key deletes a few small rows instead of rewriting the rest of a link block:
+that keeps the pages written per key (and so the WAL traffic) small.
 """
 
 from __future__ import annotations
@@ -57,6 +72,9 @@ __all__ = [
 
 MAX_BLOCK_BYTES: Final = 1 << 20
 MAX_KEY_BYTES: Final = 1 << 16
+#: Material row size: small enough that cutting one key rewrites one small row, not the
+#: rest of a link block; large enough that a batch of keys deletes few rows.
+CHUNK_BYTES: Final = 256
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -157,28 +175,75 @@ class KeyStore:
     """One site's key store in a SQLite file (``":memory:"`` for throwaway use).
 
     Thread-safe: one connection guarded by a lock; every public method is one
-    transaction. ``clock`` (seconds) only stamps rows.
+    transaction. ``clock`` (seconds) only stamps rows. ``erase_delay``: at most this
+    many seconds pass between erasing key bits and scrubbing them from the files.
+    The file is locked for this process until :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        erase_delay: float = 0.5,
+    ):
+        if erase_delay < 0:
+            raise ValueError(f"erase_delay must be >= 0 seconds, got {erase_delay}")
         self._path = str(path)
         self._clock = clock
+        self._erase_delay = erase_delay
         self._lock = threading.Lock()
+        self._scrub_timer: threading.Timer | None = None
+        self._closed = False
         self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("PRAGMA temp_store=MEMORY")
-        self._db.executescript(_SCHEMA)
+        try:
+            # One process owns a store: EXCLUSIVE locking keeps a second KME off this file and
+            # spares SQLite the shared-memory index and file locks on every transaction.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self._db.execute("PRAGMA busy_timeout=2000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA temp_store=MEMORY")
+            self._db.executescript(_SCHEMA)
+            # A killed process leaves its WAL, possibly holding erased bits: scrub it now.
+            self._checkpoint()
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            raise KeyStoreError(
+                f"cannot open key store {self._path}: {exc}; is another KME process using it?"
+            ) from None
 
     @property
     def path(self) -> str:
         return self._path
 
     def close(self) -> None:
+        """Scrub erased bits from the files (a final checkpoint), then close."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._scrub_timer is not None:
+                self._scrub_timer.cancel()
+                self._scrub_timer = None
+            self._checkpoint()
             self._db.close()
+
+    def scrub(self) -> bool:
+        """Checkpoint and truncate the WAL now: erased key bits leave the files.
+
+        ``False`` if SQLite could not finish (another connection is reading);
+        a later scrub is then scheduled. Runs on its own after every erasure.
+        """
+        with self._lock:
+            self._scrub_timer = None
+            if self._closed:
+                return True
+            done = self._checkpoint()
+            if not done:
+                self._schedule_scrub()
+            return done
 
     def __enter__(self) -> KeyStore:
         return self
@@ -202,9 +267,13 @@ class KeyStore:
             fed, _, last = self._pool_row(cur, pool)
             if block_id <= last:
                 return False
-            cur.execute(
+            data = bytes(data)
+            cur.executemany(
                 "INSERT INTO material (pool, start, block_id, data) VALUES (?, ?, ?, ?)",
-                (pool, fed, block_id, bytes(data)),
+                [
+                    (pool, fed + i, block_id, data[i : i + CHUNK_BYTES])
+                    for i in range(0, len(data), CHUNK_BYTES)
+                ],
             )
             cur.execute(
                 "UPDATE pools SET fed = ?, last_block = ? WHERE pool = ?",
@@ -224,7 +293,12 @@ class KeyStore:
                 "SELECT block_id, data FROM material WHERE pool = ? AND block_id > ? ORDER BY start",
                 (pool, block_id),
             ).fetchall()
-        return [(int(b), bytes(d)) for b, d in rows]
+        blocks: list[tuple[int, list[bytes]]] = []
+        for b, d in rows:
+            if not blocks or blocks[-1][0] != b:
+                blocks.append((int(b), []))
+            blocks[-1][1].append(bytes(d))
+        return [(b, b"".join(parts)) for b, parts in blocks]
 
     # -- allocating site ----------------------------------------------------------------------
 
@@ -238,7 +312,7 @@ class KeyStore:
         """
         _check_sizes(sizes, key_ids)
         total = sum(sizes)
-        with self._transaction() as cur:
+        with self._transaction(erases=True) as cur:
             fed, consumed, _ = self._pool_row(cur, pool)
             if fed - consumed < total:
                 raise InsufficientKeyMaterialError(
@@ -298,7 +372,7 @@ class KeyStore:
         sizes = [size for _, size in entries]
         _check_sizes(sizes, key_ids)
         total = sum(sizes)
-        with self._transaction() as cur:
+        with self._transaction(erases=True) as cur:
             fed, consumed, _ = self._pool_row(cur, pool)
             if start < consumed:
                 self._refollow(cur, pool, start, entries, void=void)
@@ -331,7 +405,7 @@ class KeyStore:
         """
         if len(set(key_ids)) != len(key_ids):
             raise KeyStoreError("the same key ID is requested twice; ask for each key once")
-        with self._transaction() as cur:
+        with self._transaction(erases=True) as cur:
             found: dict[str, tuple[str, str, str, bytes | None]] = {}
             for key_id in key_ids:
                 row = cur.execute(
@@ -375,7 +449,8 @@ class KeyStore:
     # -- private ------------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self, *, erases: bool = False) -> Iterator[sqlite3.Cursor]:
+        """One ``BEGIN IMMEDIATE`` transaction; ``erases``: it may erase key bits."""
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -385,6 +460,26 @@ class KeyStore:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+            if erases:
+                self._schedule_scrub()
+
+    def _schedule_scrub(self) -> None:
+        """Have :meth:`scrub` run ``erase_delay`` seconds from now (caller holds the lock)."""
+        if self._scrub_timer is not None or self._closed:
+            return
+        if self._erase_delay == 0:
+            self._checkpoint()
+            return
+        timer = threading.Timer(self._erase_delay, self.scrub)
+        timer.daemon = True
+        timer.name = f"keystore-scrub-{os.path.basename(self._path)}"
+        self._scrub_timer = timer
+        timer.start()
+
+    def _checkpoint(self) -> bool:
+        """``wal_checkpoint(TRUNCATE)``: copy every page back and empty the WAL file."""
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
 
     @staticmethod
     def _pool_row(cur: sqlite3.Cursor, pool: str) -> tuple[int, int, int]:
@@ -415,14 +510,18 @@ class KeyStore:
             raise StoreSyncError(f"pool {pool!r}: material table is short of its counters")
         if taken[0][0] != consumed:
             raise StoreSyncError(f"pool {pool!r}: material does not start at the head")
-        for start, block_id, data in taken:
-            used = min(len(data), total - (start - consumed))
-            cur.execute("DELETE FROM material WHERE pool = ? AND start = ?", (pool, start))
-            if used < len(data):
-                cur.execute(
-                    "INSERT INTO material (pool, start, block_id, data) VALUES (?, ?, ?, ?)",
-                    (pool, start + used, block_id, data[used:]),
-                )
+        # One range delete for the rows taken; only a partly used last row is rewritten.
+        cur.execute(
+            "DELETE FROM material WHERE pool = ? AND start >= ? AND start <= ?",
+            (pool, consumed, taken[-1][0]),
+        )
+        start, block_id, data = taken[-1]
+        used = total - (start - consumed)
+        if used < len(data):
+            cur.execute(
+                "INSERT INTO material (pool, start, block_id, data) VALUES (?, ?, ?, ?)",
+                (pool, start + used, block_id, data[used:]),
+            )
         cur.execute("UPDATE pools SET consumed = ? WHERE pool = ?", (consumed + total, pool))
         return b"".join(parts)
 

@@ -271,6 +271,8 @@ class _SyncTLSStream(httpcore.NetworkStream):
     def __init__(self, sock: socket.socket, ctx: SSL.Context, host: str, timeout: float | None):
         sock.setblocking(False)
         self._sock = sock
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._conn = SSL.Connection(ctx, sock)
         with contextlib.suppress(UnicodeError):
             if not _is_ip(host):
@@ -293,6 +295,7 @@ class _SyncTLSStream(httpcore.NetworkStream):
                 _wait(self._sock, write=True, timeout=timeout)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._send_pending(timeout)
         try:
             return bytes(self._retry(lambda: self._conn.recv(max_bytes), timeout))
         except (SSL.ZeroReturnError, SSL.SysCallError):
@@ -301,7 +304,18 @@ class _SyncTLSStream(httpcore.NetworkStream):
             raise httpcore.ReadError(str(exc)) from None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        remaining = bytes(buffer)
+        # Held until the response is read (see _AsyncTLSStream.write): one record, one send.
+        self._pending.append(bytes(buffer))
+        self._pending_size += len(buffer)
+        if self._pending_size >= _READ:
+            self._send_pending(timeout)
+
+    def _send_pending(self, timeout: float | None) -> None:
+        if not self._pending:
+            return
+        remaining = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
         while remaining:
             chunk = remaining
 
@@ -410,6 +424,7 @@ class _AsyncTLSStream(httpcore.AsyncNetworkStream):
         self._reader, self._writer = reader, writer
         self._conn = SSL.Connection(ctx, None)
         self._conn.set_connect_state()
+        self._unflushed = 0
 
     async def handshake(self, host: str, timeout: float | None) -> None:
         if host and not _is_ip(host):
@@ -441,6 +456,7 @@ class _AsyncTLSStream(httpcore.AsyncNetworkStream):
             self._conn.bio_write(data)
 
     async def _flush(self) -> None:
+        self._unflushed = 0
         out = []
         while True:
             try:
@@ -452,10 +468,10 @@ class _AsyncTLSStream(httpcore.AsyncNetworkStream):
             await self._writer.drain()
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        # asyncio.timeout, not wait_for: wait_for wraps each read in a new Task (Python 3.11).
         try:
-            return bytes(
-                await asyncio.wait_for(self._run(lambda: self._conn.recv(max_bytes)), timeout)
-            )
+            async with asyncio.timeout(timeout):
+                return bytes(await self._run(lambda: self._conn.recv(max_bytes)))
         except (SSL.ZeroReturnError, EOFError):
             return b""
         except TimeoutError:
@@ -464,11 +480,20 @@ class _AsyncTLSStream(httpcore.AsyncNetworkStream):
             raise httpcore.ReadError(str(exc)) from None
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # httpcore writes a request as headers, then body, then reads the response. The TLS
+        # records wait in the memory BIO until that read (``_run`` flushes first), so a small
+        # request leaves in one TCP send and the KME wakes once; large ones go out at 64 KiB.
         try:
             self._conn.sendall(buffer)
-            await asyncio.wait_for(self._flush(), timeout)
+            self._unflushed += len(buffer)
+            if self._unflushed < _READ:
+                return
+            async with asyncio.timeout(timeout):
+                await self._flush()
         except SSL.Error as exc:
             raise httpcore.WriteError(str(exc)) from None
+        except TimeoutError:
+            raise httpcore.WriteTimeout("timed out sending to the KME") from None
 
     async def aclose(self) -> None:
         with contextlib.suppress(SSL.Error, OSError, ConnectionError):

@@ -19,6 +19,7 @@ client certificate (its subject CN must equal ``sae_id``).
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import uuid
@@ -36,6 +37,7 @@ __all__ = ["AsyncKMEClient", "KMEClient"]
 
 _MAX_RESPONSE = 1 << 20
 _MAX_KEYS = 1024
+_MAX_CACHED_URLS = 256
 # Small request/response pairs on keep-alive connections: without TCP_NODELAY, Nagle's
 # algorithm meets delayed ACKs and every request waits ~40 ms.
 _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -47,6 +49,16 @@ class _Codec:
     def __init__(self, kme_url: str, sae_id: str) -> None:
         self.kme_url = kme_url
         self.sae_id = sae_id
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, path: str) -> httpx.URL:
+        """Absolute URL of ``path``, parsed once (httpx parses a relative one per request)."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _MAX_CACHED_URLS:
+                self._urls.clear()
+            url = self._urls[path] = httpx.URL(self.kme_url.rstrip("/") + path)
+        return url
 
     @staticmethod
     def enc_request(number: int, size_bits: int) -> dict[str, Any]:
@@ -142,10 +154,18 @@ class _Codec:
 
 def _stdlib_context(tls: TLSFiles, tls_backend: str) -> ssl.SSLContext:
     if tls_backend == "openssl4":
-        # httpx wants an ssl.SSLContext; the OpenSSL 4 backend ignores it (and Python's ssl
-        # could not load an ML-DSA key anyway).
-        return ssl.create_default_context()
+        return _unused_context()
     return client_ssl_context(tls)
+
+
+@functools.cache
+def _unused_context() -> ssl.SSLContext:
+    """What httpx wants as ``verify`` when the OpenSSL 4 backend does TLS (it ignores it).
+
+    It trusts no CA, so were it ever used, every handshake would fail (closed). Built once:
+    ``create_default_context`` would load the system CA store for every client.
+    """
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _sync_transport(tls: TLSFiles, uds: str | None, tls_backend: str) -> httpx.HTTPTransport:
@@ -249,7 +269,7 @@ class KMEClient:
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         try:
-            return self._http.request(method, path, json=body)
+            return self._http.request(method, self._codec.url(path), json=body)
         except httpx.HTTPError as exc:
             raise _unreachable(self._codec.kme_url, exc) from None
 
@@ -311,7 +331,7 @@ class AsyncKMEClient:
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         try:
-            return await self._http.request(method, path, json=body)
+            return await self._http.request(method, self._codec.url(path), json=body)
         except httpx.HTTPError as exc:
             raise _unreachable(self._codec.kme_url, exc) from None
 

@@ -7,8 +7,8 @@ chains to the configured CA, and TLS 1.3. A client without one, or with one from
 another CA, fails the handshake: no HTTP request is ever read.
 
 uvicorn does not put the peer certificate into the ASGI scope, so
-:class:`_MutualTLSProtocol` (a subclass of uvicorn's h11 protocol, passed as
-``Config(http=...)``) reads it from the connection's ``ssl_object`` once the
+:class:`_MutualTLSProtocol` (a subclass of uvicorn's httptools protocol, or of its
+h11 protocol where httptools is not installed; passed as ``Config(http=...)``) reads it from the connection's ``ssl_object`` once the
 handshake is done and adds the ASGI TLS extension
 (``scope["extensions"]["tls"]``: ``client_cert_chain``, ``client_cert_name``,
 ``tls_version``) to every request on that connection. The app reads the SAE ID
@@ -38,6 +38,11 @@ import httpx
 import uvicorn
 from cryptography import x509
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # httptools (llhttp, C) parses HTTP/1.1 several times faster than pure-Python h11
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
+except ImportError:  # pragma: no cover - httptools is a declared dependency
+    _HTTPProtocol = H11Protocol  # type: ignore[assignment,misc]
 
 from qkd.kme._service import KMEService, PeerLinkError
 from qkd.kme.app import create_app
@@ -98,18 +103,62 @@ def _tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any] 
     }
 
 
-class _MutualTLSProtocol(H11Protocol):
-    """uvicorn's h11 protocol plus the ASGI TLS extension for each request."""
+class _CoalescingTransport:
+    """Pass-through transport that joins the writes of one event-loop turn into one write.
+
+    uvicorn writes a response as two writes (status + headers, then body). Sent as they
+    come, each becomes its own TLS record and TCP segment and the client wakes twice per
+    response; joined, a small response is one record, one ``send``, one wake-up.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _MutualTLSProtocol(_HTTPProtocol):
+    """uvicorn's HTTP/1.1 protocol plus the ASGI TLS extension for each request."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _CoalescingTransport(transport)  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         extension = _tls_extension(ssl_object) if ssl_object is not None else None
         inner = self.app
 
         async def app_with_tls(scope: Any, receive: Any, send: Any) -> None:
-            if extension is not None and scope.get("type") == "http":
-                scope["extensions"] = {**(scope.get("extensions") or {}), "tls": extension}
+            if extension is not None and scope["type"] == "http":
+                extensions = scope.get("extensions")
+                scope["extensions"] = (
+                    {**extensions, "tls": extension} if extensions else {"tls": extension}
+                )
             await inner(scope, receive, send)
 
         self.app = app_with_tls  # type: ignore[assignment]
@@ -184,6 +233,10 @@ class KMEServer:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            # Never trust X-Forwarded-* (the SAE is its certificate); no Server/Date headers.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
             timeout_keep_alive=30,
             # Idle keep-alive peers (e.g. another KME's pooled connection) would otherwise hold
             # the TLS close for asyncio's 30 s shutdown timeout.

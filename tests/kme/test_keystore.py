@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,83 @@ def test_site_config_rejects_name_collisions() -> None:
         SiteConfig("KME_A", "KME_B", frozenset({"KME_B"}), frozenset({"bob"}))
     with pytest.raises(ValueError, match="both KMEs"):
         SiteConfig("KME_A", "KME_B", frozenset({"x"}), frozenset({"x"}))
+
+
+def _files(tmp_path: Path, name: str) -> bytes:
+    """Raw bytes of a store's database file and WAL (what a disk thief would read)."""
+    return b"".join(p.read_bytes() for p in tmp_path.glob(f"{name}*") if p.is_file())
+
+
+def test_delivered_key_bits_leave_the_db_and_wal_files(tmp_path: Path) -> None:
+    material = [_block(i, 4096) for i in range(3)]
+    a = KeyStore(tmp_path / "a.sqlite", erase_delay=60)  # scrubbed by hand below
+    b = KeyStore(tmp_path / "b.sqlite", erase_delay=60)
+    for i, block in enumerate(material):
+        a.deposit("A", i, block)
+        b.deposit("A", i, block)
+    cut = a.allocate("A", "x", "y", [32, 48, 32], ["k1", "k2", "k3"])
+    b.follow("A", cut.start, "x", "y", cut.entries)
+    a.confirm(["k1", "k2", "k3"])
+    delivered = b.deliver("x", "y", ["k1", "k2"])
+    keys = [k.key for k in delivered]
+    # Before the scrub the erased bits are still on disk (page images in the WAL):
+    # the test below is not vacuous.
+    assert any(key in _files(tmp_path, "b.sqlite") for key in keys)
+    assert any(key in _files(tmp_path, "a.sqlite") for key in keys)
+    assert a.scrub() and b.scrub()
+    for name in ("a.sqlite", "b.sqlite"):
+        raw = _files(tmp_path, name)
+        for key in keys:
+            assert key not in raw, f"delivered key bits still in {name} or its WAL"
+    assert (tmp_path / "b.sqlite-wal").stat().st_size == 0
+    # The undelivered key is still stored at the follower, and the rest of the stream too.
+    assert cut.keys[2].key in _files(tmp_path, "b.sqlite")
+    assert material[2][-32:] in _files(tmp_path, "a.sqlite")  # stored in CHUNK_BYTES rows
+    assert b.deliver("x", "y", ["k3"]) == [cut.keys[2]]
+    a.close()
+    b.close()
+
+
+def test_erased_bits_are_scrubbed_on_a_timer(tmp_path: Path) -> None:
+    a = KeyStore(tmp_path / "a.sqlite", erase_delay=0.05)
+    b = KeyStore(tmp_path / "b.sqlite", erase_delay=0.05)
+    for store in (a, b):
+        store.deposit("A", 0, _block(0, 1024))
+    cut = a.allocate("A", "x", "y", [32], ["k1"])
+    b.follow("A", cut.start, "x", "y", cut.entries)
+    a.confirm(["k1"])
+    (key,) = b.deliver("x", "y", ["k1"])
+    deadline = time.monotonic() + 5
+    while key.key in _files(tmp_path, "b.sqlite") + _files(tmp_path, "a.sqlite"):
+        assert time.monotonic() < deadline, "erased key bits were not scrubbed within 5 s"
+        time.sleep(0.02)
+    a.close()
+    b.close()
+
+
+def test_a_store_is_owned_by_one_connection(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "s.sqlite")
+    store.deposit("A", 0, b"x" * 64)
+    with pytest.raises(KeyStoreError, match="another KME process"):
+        KeyStore(tmp_path / "s.sqlite")
+    store.close()
+    KeyStore(tmp_path / "s.sqlite").close()  # free again once closed
+
+
+def test_opening_a_crashed_store_scrubs_its_wal(tmp_path: Path) -> None:
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    live.mkdir()
+    crashed.mkdir()
+    store = KeyStore(live / "b.sqlite", erase_delay=60)
+    store.deposit("A", 0, _block(0, 1024))
+    store.follow("A", 0, "x", "y", [("k1", 32)])
+    (key,) = store.deliver("x", "y", ["k1"])
+    # Copy the files while the store is open: what a SIGKILL at this instant leaves behind.
+    for path in live.iterdir():
+        (crashed / path.name).write_bytes(path.read_bytes())
+    assert key.key in _files(crashed, "b.sqlite")
+    store.close()
+    reopened = KeyStore(crashed / "b.sqlite")
+    assert key.key not in _files(crashed, "b.sqlite")
+    assert reopened.key_states() == {"k1": "delivered"}
+    reopened.close()

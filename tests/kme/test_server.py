@@ -348,3 +348,24 @@ def test_32_clients_race_for_one_key(kme_pair: KMEPair, certs: Certs) -> None:
 
 def test_client_for_tls_files_type() -> None:
     assert TLSFiles("a", "b", "c").cert_file == "b"
+
+
+def test_clients_keep_one_tls_connection_alive(
+    kme_pair: KMEPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep-alive really holds: many requests, one TLS handshake per client and KME."""
+    from qkd.kme import server as server_module
+
+    handshakes: list[str] = []
+    real = server_module._tls_extension
+
+    def counting(ssl_object: object) -> object:
+        handshakes.append(threading.current_thread().name)
+        return real(ssl_object)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server_module, "_tls_extension", counting)
+    with kme_pair.client("alice") as alice, kme_pair.client("bob") as bob:
+        for _ in range(10):
+            key = alice.new_key("bob")
+            assert bob.get_key("alice", key.key_id) == key
+    assert sorted(handshakes) == ["kme-KME_A", "kme-KME_B"]
