@@ -104,7 +104,9 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None
     try:
         for thread in load.threads:
             thread.start()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30.0  # a loaded CI machine may start slowly
+        while len(load.issued) <= 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(load.issued) > 20, "load did not get going"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
