@@ -41,6 +41,15 @@ at most ``erase_delay`` seconds later (:meth:`KeyStore.scrub`): after it the bit
 are in neither file. ``close`` scrubs too, and so does opening a store (a killed
 process leaves its WAL behind).
 
+Retaining delivered keys (deliberately insecure)
+------------------------------------------------
+``KeyStore(..., retain_delivered=True)`` mirrors a KME that *fails* to erase: the
+bits of every key it hands out (to the master at the allocating site, to the slave
+at the following site) stay in the ``keys`` row, readable by key ID
+(:meth:`KeyStore.stored_bits`), instead of being erased. It exists only so that
+:mod:`hybridchan.rndl` can show what a later compromise of such a KME yields; no
+command line enables it. Off by default, and the default path is unchanged.
+
 Material is stored in small chunks (``CHUNK_BYTES`` per row) so that cutting a
 key deletes a few small rows instead of rewriting the rest of a link block:
 that keeps the pages written per key (and so the WAL traffic) small.
@@ -177,6 +186,8 @@ class KeyStore:
     Thread-safe: one connection guarded by a lock; every public method is one
     transaction. ``clock`` (seconds) only stamps rows. ``erase_delay``: at most this
     many seconds pass between erasing key bits and scrubbing them from the files.
+    ``retain_delivered`` (INSECURE, for adversary experiments only; see the module
+    docstring) keeps delivered key bits instead of erasing them.
     The file is locked for this process until :meth:`close`.
     """
 
@@ -186,12 +197,14 @@ class KeyStore:
         *,
         clock: Callable[[], float] = time.time,
         erase_delay: float = 0.5,
+        retain_delivered: bool = False,
     ):
         if erase_delay < 0:
             raise ValueError(f"erase_delay must be >= 0 seconds, got {erase_delay}")
         self._path = str(path)
         self._clock = clock
         self._erase_delay = erase_delay
+        self._retain = retain_delivered
         self._lock = threading.Lock()
         self._scrub_timer: threading.Timer | None = None
         self._closed = False
@@ -217,6 +230,11 @@ class KeyStore:
     @property
     def path(self) -> str:
         return self._path
+
+    @property
+    def retains_delivered(self) -> bool:
+        """``True``: this store keeps delivered key bits (the insecure experiment mode)."""
+        return self._retain
 
     def close(self) -> None:
         """Scrub erased bits from the files (a final checkpoint), then close."""
@@ -323,10 +341,12 @@ class KeyStore:
             now = self._clock()
             keys, rows, offset = [], [], 0
             for key_id, size in zip(key_ids, sizes, strict=True):
-                rows.append((key_id, pool, master, slave, consumed + offset, size, now))
-                keys.append(StoredKey(key_id, stream[offset : offset + size]))
+                bits = stream[offset : offset + size]
+                kept = bits if self._retain else None  # insecure mode only: keep the bits
+                rows.append((key_id, pool, master, slave, consumed + offset, size, kept, now))
+                keys.append(StoredKey(key_id, bits))
                 offset += size
-            cur.executemany("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, 'syncing', NULL, ?)", rows)
+            cur.executemany("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, 'syncing', ?, ?)", rows)
             return Allocation(pool, consumed, master, slave, tuple(keys))
 
     def confirm(self, key_ids: Sequence[str]) -> None:
@@ -335,7 +355,8 @@ class KeyStore:
 
     def void(self, key_ids: Sequence[str]) -> None:
         """``syncing`` -> ``void``: the peer refused or was unreachable; the bits never left."""
-        self._move(key_ids, "syncing", "void")
+        # Only a retaining store holds bits in a syncing row; the bits never left, so erase.
+        self._move(key_ids, "syncing", "void", erase=self._retain)
 
     def syncing(self, pool: str) -> list[Allocation]:
         """Allocations not yet confirmed by the peer (after a crash), oldest first, no bits."""
@@ -415,8 +436,9 @@ class KeyStore:
                     found[key_id] = row
             _check_deliverable(master, slave, key_ids, found)
             now = self._clock()
+            erase = "" if self._retain else ", bits = NULL"  # insecure mode keeps the bits
             cur.executemany(
-                "UPDATE keys SET state = 'delivered', bits = NULL, updated = ? WHERE key_id = ?",
+                f"UPDATE keys SET state = 'delivered'{erase}, updated = ? WHERE key_id = ?",
                 [(now, key_id) for key_id in key_ids],
             )
             return [StoredKey(key_id, found[key_id][3] or b"") for key_id in key_ids]
@@ -438,6 +460,17 @@ class KeyStore:
         """``key_id -> state`` of every key row (tests and audits; no bits)."""
         with self._lock:
             return dict(self._db.execute("SELECT key_id, state FROM keys").fetchall())
+
+    def stored_bits(self, key_id: str) -> bytes | None:
+        """The bits this file still holds for ``key_id``; ``None`` if erased or unknown.
+
+        A reserved key (not yet fetched) still has its bits; a delivered or voided
+        one has none -- unless the store runs with ``retain_delivered``. This is
+        what someone who copies the store file can read.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT bits FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def reserved_count(self, pool: str) -> int:
         with self._lock:
@@ -550,11 +583,12 @@ class KeyStore:
                 )
             offset += size
 
-    def _move(self, key_ids: Sequence[str], old: str, new: str) -> None:
-        with self._transaction() as cur:
+    def _move(self, key_ids: Sequence[str], old: str, new: str, *, erase: bool = False) -> None:
+        with self._transaction(erases=erase) as cur:
             now = self._clock()
+            bits = ", bits = NULL" if erase else ""
             cur.executemany(
-                "UPDATE keys SET state = ?, updated = ? WHERE key_id = ? AND state = ?",
+                f"UPDATE keys SET state = ?{bits}, updated = ? WHERE key_id = ? AND state = ?",
                 [(new, now, key_id, old) for key_id in key_ids],
             )
 

@@ -87,6 +87,7 @@ def start_loopback_pair(
     seed: bytes | None = None,
     tls_backend: str = "openssl4",
     algorithm: str = "ecdsa-p256",
+    retain_delivered_b: bool = False,
 ) -> KMEPair:
     """Certificates, stores and a running KME pair on 127.0.0.1 in ``directory``.
 
@@ -98,6 +99,8 @@ def start_loopback_pair(
     TLS: ``tls_backend="openssl4"`` (default) negotiates the hybrid X25519MLKEM768 group;
     ``"python"`` uses Python's ``ssl`` (X25519 only). ``algorithm`` signs the generated
     certificates (``"ml-dsa-65"`` needs the OpenSSL 4 backend).
+    ``retain_delivered_b`` (INSECURE, never set by the CLI) makes KME B keep delivered
+    key bits instead of erasing them: a KME that fails to erase, for :mod:`hybridchan.rndl`.
     Stop the pair with ``pair.stop()`` or use it as a context manager.
     """
     saes_a, saes_b = list(saes_a), list(saes_b)
@@ -105,7 +108,13 @@ def start_loopback_pair(
         Path(directory) / "pki", saes_a, saes_b, algorithm=algorithm
     )
     pair = KMEPair(
-        directory, credentials, saes_a=saes_a, saes_b=saes_b, unix=unix, tls_backend=tls_backend
+        directory,
+        credentials,
+        saes_a=saes_a,
+        saes_b=saes_b,
+        unix=unix,
+        tls_backend=tls_backend,
+        retain_delivered_b=retain_delivered_b,
     ).start()
     try:
         feed: KeyFeed

@@ -684,7 +684,7 @@ def _steal(conf: Configuration, capture: Capture, escrow: Escrow) -> tuple[str, 
         )
     if key_id is None:
         raise RuntimeError(f"the {conf.name} recording holds no QKD-PSK offer: did it fail?")
-    escrow.note_long_term(f"qkd-psk:{key_id}", escrow.qkd_keys[key_id][0])
+    escrow.note_long_term(f"qkd-psk:{key_id}", escrow.qkd_keys[key_id])
     return (
         f"the session's QKD-PSK (authentication key {key_id}) from a KME that kept it",
         f"qkd-psk:{key_id}",

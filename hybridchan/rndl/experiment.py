@@ -8,6 +8,13 @@ key rotation in the middle (mixing a fresh QKD key where QKD is in use). While
 recording, an :class:`~hybridchan.rndl.oracle.Escrow` notes the secrets a
 future adversary might later obtain (never used by the endpoints).
 
+The QKD configurations draw their QKD keys from a real in-process KME pair
+(:func:`hybridchan.cli.kme_cmd.start_loopback_pair`, HTTPS with mutual TLS, a
+seeded stand-in link feed): KME A, the client's site, erases delivered keys as it
+must; KME B, the server's site, runs with the deliberately insecure
+``retain_delivered`` option. A KME adversary later steals a copy of that KME's
+SQLite store (:class:`~hybridchan.rndl.oracle.KMEStores`).
+
 :func:`analyse` then plays each adversary against each recording
 (:mod:`hybridchan.rndl.adversary`) and builds the :class:`Matrix`.
 """
@@ -32,6 +39,7 @@ from hybridchan.rndl.oracle import (
     Adversary,
     Escrow,
     EscrowKeySource,
+    KMEStores,
     Oracle,
     escrow_kem_factory,
 )
@@ -145,6 +153,8 @@ class Recording:
     server_to_client: bytes
     components: tuple[str, ...] = ()
     qkd_key_ids: list[str] = field(default_factory=list)
+    #: The KME stores that served this recording's QKD keys (``None``: no QKD).
+    kme_stores: KMEStores | None = None
 
     @property
     def total(self) -> int:
@@ -214,12 +224,58 @@ def _credentials(workdir: Path, escrow: Escrow) -> _Credentials:
 def escrowed_qkd_sources(
     escrow: Escrow, ids: list[str] | None = None
 ) -> tuple[EscrowKeySource, EscrowKeySource]:
-    """The client's and server's sources of one fresh in-memory QKD link, escrowed."""
+    """The client's and server's sources of one fresh in-memory QKD link, escrowed.
+
+    No KME behind it (active scenario (c) uses it); the passive matrix uses a KME pair.
+    """
     pool = InMemoryKeyPool(os.urandom)
     return (
         EscrowKeySource(pool.source(CLIENT_SAE), escrow, ids),
         EscrowKeySource(pool.source(SERVER_SAE), escrow, ids),
     )
+
+
+class _KMESites:
+    """A loopback KME pair for the recorded QKD link, started on first use.
+
+    Site A (the client's) erases delivered keys; site B (the server's) retains them.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._pair: Any = None
+        self._clients: list[Any] = []
+
+    def sources(self, escrow: Escrow, ids: list[str]) -> tuple[EscrowKeySource, EscrowKeySource]:
+        """The client's and the server's key sources at their own KMEs (referee-escrowed)."""
+        if self._pair is None:
+            from hybridchan.cli.kme_cmd import start_loopback_pair
+
+            self._pair = start_loopback_pair(
+                self.directory,
+                [CLIENT_SAE],
+                [SERVER_SAE],
+                initial_blocks=8,  # 32 KiB of key material: plenty for a few sessions
+                background_feed=False,
+                tls_backend="python",
+                retain_delivered_b=True,
+            )
+        client, server = self._pair.client(CLIENT_SAE), self._pair.client(SERVER_SAE)
+        self._clients += [client, server]
+        return EscrowKeySource(client, escrow, ids), EscrowKeySource(server, escrow, ids)
+
+    @property
+    def stores(self) -> KMEStores:
+        return KMEStores(self.directory / "kme_a.sqlite", self.directory / "kme_b.sqlite")
+
+    def stop(self) -> None:
+        """Stop both KMEs: their stores are closed (and scrubbed) as after a shutdown."""
+        for client in self._clients:  # idle keep-alive connections would delay the shutdown
+            client.close()
+        self._clients.clear()
+        if self._pair is not None:
+            self._pair.stop()
+            self._pair = None
 
 
 def _recv_exactly(recv: Callable[[int], bytes], n: int) -> bytes:
@@ -248,7 +304,7 @@ def _converse(client: Any, server: Any, rekey: Callable[[], None]) -> tuple[byte
 
 
 def _record_hybridchan(
-    config: Configuration, creds: _Credentials, escrow: Escrow, workdir: Path
+    config: Configuration, creds: _Credentials, escrow: Escrow, workdir: Path, kmes: _KMESites
 ) -> Recording:
     import hybridchan
 
@@ -256,7 +312,7 @@ def _record_hybridchan(
     client_cfg, server_cfg = channel_configs(
         config,
         pki=creds.pkis[config.signature] if config.auth == "certificate" else None,
-        qkd_sources=escrowed_qkd_sources(escrow, ids) if config.uses_qkd else None,
+        qkd_sources=kmes.sources(escrow, ids) if config.uses_qkd else None,
         kem_factory=escrow_kem_factory(escrow),
         timeout=30,
     )
@@ -279,7 +335,8 @@ def _record_hybridchan(
             peer.close()
             server.close()
         relay.wait_idle()
-    return Recording(config, relay.files[0], c2s, s2c, components, ids)
+    stores = kmes.stores if config.uses_qkd else None
+    return Recording(config, relay.files[0], c2s, s2c, components, ids, stores)
 
 
 def _rekey(client: Any, peer: Any) -> None:
@@ -355,17 +412,23 @@ def record_sessions(
     escrow = escrow if escrow is not None else Escrow()
     creds = _credentials(workdir, escrow)
     recordings = []
-    for config in configurations:
-        if progress is not None:
-            progress(f"recording {config.name}: {config.description}")
-        runner = _record_hybridchan if config.kind == "hybridchan" else _record_tls13
-        recordings.append(runner(config, creds, escrow, workdir))
+    kmes = _KMESites(workdir / "kme")
+    try:
+        for config in configurations:
+            if progress is not None:
+                progress(f"recording {config.name}: {config.description}")
+            if config.kind == "hybridchan":
+                recordings.append(_record_hybridchan(config, creds, escrow, workdir, kmes))
+            else:
+                recordings.append(_record_tls13(config, creds, escrow, workdir))
+    finally:
+        kmes.stop()  # the sessions are over; the stores stay on disk, to be stolen later
     return recordings, escrow
 
 
 def _judge(recording: Recording, adversary: Adversary, escrow: Escrow) -> Outcome:
     capture = read_capture(recording.capture_path)
-    oracle = Oracle(escrow, adversary)
+    oracle = Oracle(escrow, adversary, recording.kme_stores)
     attack = attack_hybridchan if recording.configuration.kind == "hybridchan" else attack_tls13
     result = attack(capture, oracle)
     # Count only bytes that really are the conversation (a prefix in each direction).

@@ -2,24 +2,30 @@
 
 "Breaking" an algorithm is simulated, never assumed: while sessions are being
 recorded, the :class:`Escrow` notes every private key generated behind a public
-value (ephemeral KEM keys, long-term signing keys) and every QKD key a KME
-delivered. Later, an :class:`Oracle` built for one adversary hands out only
-what that adversary's capabilities cover -- the private key behind a given
-public value for a broken algorithm, a signing key after a theft, a QKD key from
-a KME that did not erase it. Everything else the adversary must derive itself
-from the recording.
+value (ephemeral KEM keys, long-term signing keys) and, for the omniscient
+:data:`REFEREE` only, every QKD key delivered. Later, an :class:`Oracle` built for
+one adversary hands out only what that adversary's capabilities cover -- the
+private key behind a given public value for a broken algorithm, a signing key
+after a theft. A compromised KME is not simulated at all: the oracle copies the
+real KME's SQLite key store (:class:`KMEStores`) and grants a QKD key only if its
+bits are in the copy -- found by :meth:`qkd.keystore.KeyStore.stored_bits`.
+Everything else the adversary must derive itself from the recording.
 """
 
 from __future__ import annotations
 
 import enum
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kem
 from qkd.keysource import QKDKey
+from qkd.keystore import KeyStore
 
 __all__ = [
     "ADVERSARIES",
@@ -29,9 +35,11 @@ __all__ = [
     "Escrow",
     "EscrowKEM",
     "EscrowKeySource",
+    "KMEStores",
     "NotGranted",
     "Oracle",
     "escrow_kem_factory",
+    "read_stolen_store",
 ]
 
 
@@ -62,6 +70,9 @@ _BREAKS: dict[Capability, frozenset[str]] = {
 }
 
 
+_KME = frozenset({Capability.KME_RETAINED, Capability.KME_ERASED})
+
+
 @dataclass(frozen=True, slots=True)
 class Adversary:
     name: str
@@ -78,6 +89,11 @@ class Adversary:
     @property
     def reads_retained_qkd_keys(self) -> bool:
         return Capability.KME_RETAINED in self.capabilities
+
+    @property
+    def omniscient(self) -> bool:
+        """The referee: every capability at once (it reads the escrow, not a KME)."""
+        return self.capabilities == frozenset(Capability)
 
 
 def _adv(name: str, description: str, *caps: Capability) -> Adversary:
@@ -124,7 +140,7 @@ ADVERSARIES: tuple[Adversary, ...] = (
 
 
 #: The positive control: every capability, so the oracle grants all the escrow holds
-#: (against keys noted as retained). Decrypting with it shows a recording is readable.
+#: (QKD keys included). Decrypting with it shows a recording is readable.
 REFEREE: Adversary = Adversary(
     "referee", frozenset(Capability), "omniscient referee: everything the escrow holds"
 )
@@ -140,13 +156,14 @@ class Escrow:
 
     Filled by the experiment harness (never by the channel itself): KEM private
     keys by ``(algorithm, public value)``, long-term signing keys and PSKs by
-    label, QKD keys by key ID together with whether the KME erased them after
-    delivery, and OpenSSL TLS key logs by client random.
+    label, QKD keys by key ID (for the :data:`REFEREE` only: a KME adversary reads
+    the KME's stolen store instead, see :class:`KMEStores`), and OpenSSL TLS key
+    logs by client random.
     """
 
     kem_private: dict[tuple[str, bytes], Any] = field(default_factory=dict, repr=False)
     long_term: dict[str, Any] = field(default_factory=dict, repr=False)
-    qkd_keys: dict[str, tuple[bytes, bool]] = field(default_factory=dict, repr=False)
+    qkd_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     tls_secrets: dict[bytes, dict[str, bytes]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -158,9 +175,9 @@ class Escrow:
         with self._lock:
             self.long_term[label] = secret
 
-    def note_qkd_key(self, key_id: str, key: bytes, *, erased: bool) -> None:
+    def note_qkd_key(self, key_id: str, key: bytes) -> None:
         with self._lock:
-            self.qkd_keys[key_id] = (bytes(key), erased)
+            self.qkd_keys[key_id] = bytes(key)
 
 
 # ---- escrow hooks (the referee's, never the endpoints') ---------------------------------
@@ -196,7 +213,7 @@ def escrow_kem_factory(escrow: Escrow) -> Callable[[str, str], Any]:
 
 
 class EscrowKeySource:
-    """A QKD key source whose deliveries are also noted in the escrow (the KME's view).
+    """A QKD key source whose deliveries are also noted in the escrow (the referee's view).
 
     ``ids`` (optional) collects the key IDs this source drew with ``new_key``.
     """
@@ -211,21 +228,69 @@ class EscrowKeySource:
 
     def new_key(self, peer_sae_id: str, size_bytes: int = 32) -> QKDKey:
         key: QKDKey = self._inner.new_key(peer_sae_id, size_bytes)
-        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
+        self._escrow.note_qkd_key(key.key_id, key.key)
         self._ids.append(key.key_id)
         return key
 
     def get_key(self, peer_sae_id: str, key_id: str) -> QKDKey:
         key: QKDKey = self._inner.get_key(peer_sae_id, key_id)
-        self._escrow.note_qkd_key(key.key_id, key.key, erased=False)
+        self._escrow.note_qkd_key(key.key_id, key.key)
         return key
 
 
-class Oracle:
-    """What one adversary may learn from the escrow -- and nothing more."""
+@dataclass(frozen=True, slots=True)
+class KMEStores:
+    """The key-store files of the two KMEs that served the recorded QKD link.
 
-    def __init__(self, escrow: Escrow, adversary: Adversary) -> None:
+    ``erasing``: the client's site (KME A), which erased delivered keys as it must;
+    ``retaining``: the server's site (KME B), run with the insecure
+    ``retain_delivered`` option. Both held the same key material.
+    """
+
+    erasing: Path
+    retaining: Path
+
+    def store_for(self, adversary: Adversary) -> Path | None:
+        """The store ``adversary`` compromised (``None``: no KME)."""
+        if Capability.KME_RETAINED in adversary.capabilities:
+            return self.retaining
+        if Capability.KME_ERASED in adversary.capabilities:
+            return self.erasing
+        return None
+
+
+def read_stolen_store(store: Path, key_id: str) -> bytes | None:
+    """The compromise itself: copy the store's file(s), look ``key_id`` up in the copy.
+
+    The database and any ``-wal`` file are copied (what a thief takes from the disk);
+    the copy is opened with the store's own :class:`KeyStore` and read with
+    :meth:`KeyStore.stored_bits`. ``None``: the bits are not in the files.
+    """
+    if not store.exists():
+        raise NotGranted(f"there is no KME store file at {store} to steal")
+    with tempfile.TemporaryDirectory(prefix="stolen-kme-") as loot:
+        copy = Path(loot) / store.name
+        for suffix in ("", "-wal"):
+            source = store.with_name(store.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, copy.with_name(copy.name + suffix))
+        with KeyStore(copy) as stolen:
+            return stolen.stored_bits(key_id)
+
+
+class Oracle:
+    """What one adversary may learn from the escrow or a stolen KME store -- nothing more.
+
+    ``kme_stores``: where the KMEs of the recorded QKD link keep their stores; an
+    adversary with a KME capability gets a QKD key only if the bits are in the
+    copy of its KME's store file.
+    """
+
+    def __init__(
+        self, escrow: Escrow, adversary: Adversary, kme_stores: KMEStores | None = None
+    ) -> None:
         self._escrow = escrow
+        self._kme_stores = kme_stores
         self.adversary = adversary
         self.requests: list[str] = []
 
@@ -249,18 +314,26 @@ class Oracle:
             raise NotGranted(f"no long-term secret {label!r}") from None
 
     def qkd_key(self, key_id: str) -> bytes:
-        """A QKD key from a compromised KME -- only if the KME kept it."""
+        """A QKD key: the referee's from the escrow; anyone else's from a stolen KME store."""
         self.requests.append(f"QKD key {key_id}")
-        caps = self.adversary.capabilities
-        if Capability.KME_RETAINED not in caps and Capability.KME_ERASED not in caps:
+        if self.adversary.omniscient:
+            try:
+                return self._escrow.qkd_keys[key_id]
+            except KeyError:
+                raise NotGranted(f"no QKD key {key_id} was delivered while recording") from None
+        stores = self._kme_stores
+        store = stores.store_for(self.adversary) if stores is not None else None
+        if store is None:
+            if stores is None and self.adversary.capabilities & _KME:
+                raise NotGranted("no KME served this recording: there is no store to steal")
             raise NotGranted(f"{self.adversary.name} has not compromised a KME")
-        entry = self._escrow.qkd_keys.get(key_id)
-        if entry is None:
-            raise NotGranted(f"the KME never held QKD key {key_id}")
-        key, erased = entry
-        if erased or Capability.KME_RETAINED not in caps:
-            raise NotGranted(f"QKD key {key_id} was erased from the KME after delivery")
-        return key
+        bits = read_stolen_store(store, key_id)
+        if bits is None:
+            raise NotGranted(
+                f"QKD key {key_id} is not in the stolen KME store {store.name}: "
+                "erased after delivery (or never held)"
+            )
+        return bits
 
     def tls_secrets(
         self, client_random: bytes, group_algorithms: tuple[str, ...]

@@ -13,7 +13,9 @@ bits. A block is stored at the *following* site first and at the allocating site
 second: after a crash in between, :meth:`KMEPair.start` copies it over, so the
 allocator never cuts bits its peer lacks. The stores are SQLite files in ``directory`` (``kme_a.sqlite``,
 ``kme_b.sqlite``); restarting a pair on the same directory resumes where it
-stopped. ``credentials`` names PEM files; :mod:`hybridchan.cli.kme_cmd` and
+stopped. ``retain_delivered_a``/``_b`` (INSECURE, off by default, for adversary
+experiments only) make a site keep delivered key bits instead of erasing them, see
+:mod:`qkd.keystore`. ``credentials`` names PEM files; :mod:`hybridchan.cli.kme_cmd` and
 :mod:`handshake.pki` create them.
 """
 
@@ -61,6 +63,8 @@ class KMEPair:
         unix: bool = False,
         host: str = "127.0.0.1",
         tls_backend: str = "python",
+        retain_delivered_a: bool = False,
+        retain_delivered_b: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.credentials = credentials
@@ -68,8 +72,12 @@ class KMEPair:
         a, b = frozenset(saes_a), frozenset(saes_b)
         self.config_a = SiteConfig(kme_a_id, kme_b_id, a, b, limits)
         self.config_b = SiteConfig(kme_b_id, kme_a_id, b, a, limits)
-        self.store_a = KeyStore(self.directory / "kme_a.sqlite")
-        self.store_b = KeyStore(self.directory / "kme_b.sqlite")
+        self.store_a = KeyStore(
+            self.directory / "kme_a.sqlite", retain_delivered=retain_delivered_a
+        )
+        self.store_b = KeyStore(
+            self.directory / "kme_b.sqlite", retain_delivered=retain_delivered_b
+        )
         service_a = KMEService(self.config_a, self.store_a, LocalPeerLink(self.store_b))
         service_b = KMEService(self.config_b, self.store_b, LocalPeerLink(self.store_a))
         socket_a = self.directory / "kme_a.sock" if unix else None

@@ -228,3 +228,27 @@ def test_opening_a_crashed_store_scrubs_its_wal(tmp_path: Path) -> None:
     assert key.key not in _files(crashed, "b.sqlite")
     assert reopened.key_states() == {"k1": "delivered"}
     reopened.close()
+
+
+def test_retain_delivered_keeps_the_bits_that_a_normal_store_erases(tmp_path: Path) -> None:
+    """The insecure experiment mode: delivered bits stay readable by key ID (and in the file)."""
+    a = KeyStore(tmp_path / "a.sqlite", retain_delivered=True)  # allocating site keeps
+    b = KeyStore(tmp_path / "b.sqlite")  # following site erases, as it must
+    assert a.retains_delivered and not b.retains_delivered
+    for i in range(2):
+        a.deposit("A", i, _block(i))
+        b.deposit("A", i, _block(i))
+    cut = a.allocate("A", "x", "y", [32, 32], ["k1", "k2"])
+    b.follow("A", cut.start, "x", "y", cut.entries)
+    a.confirm(["k1", "k2"])
+    assert b.stored_bits("k1") == cut.keys[0].key  # reserved: not fetched yet
+    assert b.deliver("x", "y", ["k1", "k2"]) == list(cut.keys)
+    assert b.stored_bits("k1") is None and b.stored_bits("nope") is None
+    assert a.stored_bits("k1") == cut.keys[0].key and a.stored_bits("k2") == cut.keys[1].key
+    voided = a.allocate("A", "x", "y", [16], ["k3"])
+    a.void(["k3"])  # bits that never left are erased even here
+    assert a.stored_bits("k3") is None and voided.keys[0].key
+    a.close()
+    b.close()
+    assert cut.keys[0].key in (tmp_path / "a.sqlite").read_bytes()
+    assert cut.keys[0].key not in (tmp_path / "b.sqlite").read_bytes()

@@ -7,6 +7,8 @@ what the adversary's oracle grants (see hybridchan.rndl.adversary).
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,44 @@ def test_kme_compromise_leaks_only_the_qkd_component_and_only_if_keys_were_kept(
     assert retained.recovered_bytes == 0
     assert "QKD" not in retained.protected_by  # the QKD secret did leak...
     assert "ML-KEM-768" in retained.protected_by  # ...the PQ component still protects
+
+
+def test_kme_compromise_is_a_stolen_store_file(analysis, tmp_path: Path) -> None:
+    """Genuine: KME A's files hold none of the delivered QKD keys, KME B's hold them all,
+    and the oracle hands out exactly what the stolen copy of the file holds."""
+    _, recordings, escrow = analysis
+    qkd = [r for r in recordings if r.configuration.uses_qkd]
+    stores = qkd[0].kme_stores
+    assert len(qkd) == 2 and stores is not None and all(r.kme_stores == stores for r in qkd)
+    delivered = {key_id: escrow.qkd_keys[key_id] for r in qkd for key_id in r.qkd_key_ids}
+    assert len(delivered) >= 6  # QKD keys, the QKD-PSK and the rekeys of both sessions
+
+    def files(store: Path) -> bytes:
+        return b"".join(p.read_bytes() for p in store.parent.glob(store.name + "*"))
+
+    erased, retained = files(stores.erasing), files(stores.retaining)
+    for key_id, key in delivered.items():
+        assert key not in erased and oracle.read_stolen_store(stores.erasing, key_id) is None
+        assert key in retained and oracle.read_stolen_store(stores.retaining, key_id) == key
+
+    # Tamper with a copy of KME B's store: the oracle now hands out the tampered bits.
+    tampered = tmp_path / "kme_b.sqlite"
+    shutil.copyfile(stores.retaining, tampered)
+    db = sqlite3.connect(tampered)
+    db.execute("UPDATE keys SET bits = zeroblob(length(bits)) WHERE bits IS NOT NULL")
+    db.commit()
+    db.close()
+    kme_retained = next(a for a in oracle.ADVERSARIES if a.name == "kme-retained")
+    fake = oracle.Oracle(escrow, kme_retained, oracle.KMEStores(stores.erasing, tampered))
+    key_id, key = next(iter(delivered.items()))
+    assert fake.qkd_key(key_id) == bytes(len(key))
+    qkd_only = next(r for r in qkd if r.configuration.name == "qkd-only")
+    result = adversary.attack_hybridchan(capture.read_capture(qkd_only.capture_path), fake)
+    assert result.recovered == 0
+    # No file to steal, no key -- whatever the escrow holds.
+    gone = oracle.KMEStores(tmp_path / "none.sqlite", tmp_path / "none.sqlite")
+    with pytest.raises(oracle.NotGranted, match="no KME store file"):
+        oracle.Oracle(escrow, kme_retained, gone).qkd_key(key_id)
 
 
 def test_wrong_component_secret_decrypts_nothing(analysis) -> None:
