@@ -39,6 +39,9 @@ flat arrays (pass, level, start), so a round is a fixed handful of numpy calls.
 Bookkeeping per pass and level (flattened): Alice's known parity (-1 = not disclosed) and
 Bob's current mismatch with it. Every flip toggles the mismatch of its ancestors in every
 pass, so "which known interval no longer matches" is a lookup, not a recomputation.
+
+This numpy engine is the fallback: with numba installed, :func:`reconcile` runs the same
+protocol (byte-identical messages) with compiled local steps, see ``_cascade_jit``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from qkd.sim import _cascade_jit
 from qkd.sim._errors import ParameterError, ReconciliationError
 
 __all__ = ["CascadeResult", "cascade_block_sizes", "reconcile"]
@@ -385,9 +389,12 @@ def _public_base(n: int) -> tuple[np.ndarray, np.ndarray]:
     permutation of [0, n): one filter pass instead of a fresh shuffle per block.
     """
     full = _public_permutation(1 << max(4, (n - 1).bit_length()))
-    base = full[full < n]
-    base_inv = np.empty_like(base)
-    base_inv[base] = np.arange(n, dtype=base.dtype)
+    if _cascade_jit.available():  # one pass instead of filter + scatter (~4x faster)
+        base, base_inv = _cascade_jit.restrict_permutation(full, n)
+    else:
+        base = full[full < n]
+        base_inv = np.empty_like(base)
+        base_inv[base] = np.arange(n, dtype=base.dtype)
     base.setflags(write=False)
     base_inv.setflags(write=False)
     return base, base_inv
@@ -416,12 +423,15 @@ def reconcile(
     rng: np.random.Generator,
     passes: int = 14,
     send: Send | None = None,
+    jit: bool | None = None,
 ) -> CascadeResult:
     """Correct Bob's string towards Alice's with Cascade; return Bob's corrected copy.
 
     ``send(sender, kind, payload) -> payload`` carries every message (an
     :class:`~qkd.sim.AuthenticatedChannel`'s ``send``); Alice's parities are read back
     from what it delivers. ``rng`` draws the public shuffle seed Alice announces.
+    ``jit``: use the compiled engine (default: whenever numba is importable); both
+    engines send byte-identical messages and return identical results.
     """
     if alice.shape != bob.shape or alice.ndim != 1:
         raise ParameterError("Alice's and Bob's strings must be 1-D and of equal length")
@@ -435,7 +445,11 @@ def reconcile(
     b = np.zeros(n_pad, dtype=np.uint8)
     a[:n], b[:n] = alice, bob
     seed = send("alice", "cascade-seed", rng.bytes(8))
-    engine = _Engine(a, b, n, sizes, _shuffles(seed, n, passes), send)
+    use_jit = _cascade_jit.available() if jit is None else jit
+    if use_jit and not _cascade_jit.available():
+        raise ParameterError("the compiled Cascade engine needs numba (pip install numba)")
+    engine_cls = _cascade_jit.JitEngine if use_jit else _Engine
+    engine = engine_cls(a, b, n, sizes, _shuffles(seed, n, passes), send)
     for i in range(len(sizes)):
         engine.run_pass(i)
     return CascadeResult(

@@ -141,12 +141,13 @@ class AuthenticatedChannel:
     def send(self, sender: str, kind: str, payload: bytes) -> bytes:
         if self._deferred is not None:
             frame = Frame(sender, kind, self._seq, payload, b"")
-            self._sent[sender].append(frame.authenticated_data())
+            data = frame.authenticated_data()
+            self._sent[sender].append(data)
             if self._tamper is not None:
                 frame = self._tamper(frame)
-            self._deferred[sender].append(
-                Frame(sender, kind, self._seq, frame.payload, b"").authenticated_data()
-            )
+                data = Frame(sender, kind, self._seq, frame.payload, b"").authenticated_data()
+            # untampered, the receiver got exactly the bytes the sender framed
+            self._deferred[sender].append(data)
             self._seq += 1
             self.payload_bytes += len(payload)
             return frame.payload

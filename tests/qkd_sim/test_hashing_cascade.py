@@ -164,3 +164,85 @@ def test_toeplitz_pair_equals_separate_hashes(differing: int) -> None:
     hashed_a, hashed_b = toeplitz_hash_pair(alice, bob, seed, m)
     assert np.array_equal(hashed_a, toeplitz_hash_direct(alice, seed, m))
     assert np.array_equal(hashed_b, toeplitz_hash_direct(bob, seed, m))
+
+
+@pytest.mark.parametrize(
+    ("n", "qber", "passes"),
+    [(1, 0.02, 14), (300, 0.03, 14), (5000, 0.02, 4), (40_000, 0.05, 14), (100_001, 0.08, 14)],
+)
+def test_cascade_compiled_engine_sends_the_same_transcript(
+    n: int, qber: float, passes: int
+) -> None:
+    """numba and numpy engines: byte-identical messages, same corrections and counts."""
+    pytest.importorskip("numba", reason="the compiled Cascade engine needs numba")
+    from qkd.sim import _cascade_jit
+
+    if not _cascade_jit.available():
+        pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA")
+    rng = np.random.default_rng(n + passes)
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, round(qber * n), replace=False)] ^= 1
+    out = {}
+    for jit in (False, True):
+        log: list[tuple[str, str, bytes]] = []
+
+        def send(sender: str, kind: str, payload: bytes, log: list = log) -> bytes:
+            log.append((sender, kind, payload))
+            return payload
+
+        res = reconcile(
+            alice,
+            bob,
+            qber_estimate=qber,
+            rng=np.random.default_rng(9),
+            passes=passes,
+            send=send,
+            jit=jit,
+        )
+        out[jit] = (res, log)
+    (slow, slow_log), (fast, fast_log) = out[False], out[True]
+    assert np.array_equal(fast.corrected, alice) and np.array_equal(slow.corrected, alice)
+    assert (fast.disclosed_bits, fast.rounds, fast.errors_corrected) == (
+        slow.disclosed_bits,
+        slow.rounds,
+        slow.errors_corrected,
+    )
+    assert fast_log == slow_log
+
+
+def test_cascade_compiled_engine_rejects_a_short_reply() -> None:
+    """A truncated parity reply fails closed instead of reading past the message."""
+    pytest.importorskip("numba", reason="the compiled Cascade engine needs numba")
+    from qkd.sim import _cascade_jit
+
+    if not _cascade_jit.available():
+        pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA")
+    rng = np.random.default_rng(2)
+    n = 4096
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, 80, replace=False)] ^= 1
+
+    def truncate(sender: str, kind: str, payload: bytes) -> bytes:
+        return payload[:-1] if kind == "cascade-parities" else payload
+
+    with pytest.raises(ReconciliationError):
+        reconcile(alice, bob, qber_estimate=0.02, rng=rng, send=truncate, jit=True)
+
+
+def test_no_numba_switch_selects_the_numpy_engine() -> None:
+    """HYBRIDCHAN_NO_NUMBA=1 forces the pure-numpy path (and it still corrects)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from qkd.sim import _cascade_jit, reconcile;"
+        "assert not _cascade_jit.available();"
+        "r = np.random.default_rng(0); a = r.integers(0, 2, 3000, dtype=np.uint8);"
+        "b = a.copy(); b[:30] ^= 1;"
+        "assert np.array_equal(reconcile(a, b, qber_estimate=0.01, rng=r).corrected, a)"
+    )
+    env = dict(os.environ, HYBRIDCHAN_NO_NUMBA="1")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
