@@ -43,6 +43,9 @@ class KEM(ABC):
     #: Bytes of randomness taken by ``encapsulate``.
     randomness_size: int
     supports_derandomized: bool = True
+    #: Whether ``generate_keypair`` takes a seed (OpenSSL does for ML-KEM, though it
+    #: cannot take encapsulation randomness).
+    supports_seeded_keygen: bool = True
 
     def __repr__(self) -> str:
         return f"<KEM {self.name} ({self.backend})>"
@@ -50,7 +53,7 @@ class KEM(ABC):
     def generate_keypair(self, seed: bytes | None = None) -> KeyPair:
         """Make a key pair, from ``seed`` when given (deterministic)."""
         if seed is not None:
-            self._check_randomness(seed, self.seed_size, "seed")
+            self._check_randomness(seed, self.seed_size, "seed", self.supports_seeded_keygen)
         return self._generate(seed)
 
     def encapsulate(
@@ -59,7 +62,9 @@ class KEM(ABC):
         """Return ``(ciphertext, shared_secret)`` for ``public_key``."""
         self._check_bytes(public_key, self.public_key_size, "public key", InvalidKeyError)
         if randomness is not None:
-            self._check_randomness(randomness, self.randomness_size, "randomness")
+            self._check_randomness(
+                randomness, self.randomness_size, "randomness", self.supports_derandomized
+            )
         return self._encapsulate(bytes(public_key), randomness)
 
     def decapsulate(self, private_key: Any, ciphertext: bytes) -> bytes:
@@ -82,8 +87,8 @@ class KEM(ABC):
         if len(value) != size:
             raise error(f"{self.name} {what} must be {size} bytes, got {len(value)}")
 
-    def _check_randomness(self, value: object, size: int, what: str) -> None:
-        if not self.supports_derandomized:
+    def _check_randomness(self, value: object, size: int, what: str, supported: bool) -> None:
+        if not supported:
             raise KEMError(
                 f"{self.name} on backend {self.backend!r} cannot take an explicit {what}; "
                 "use backend='pure' for deterministic runs"

@@ -66,11 +66,7 @@ class _Concatenated(KEM):
         self.seed_size = sum(p.seed_size for p in parts)
         self.randomness_size = sum(p.randomness_size for p in parts)
         self.supports_derandomized = all(p.supports_derandomized for p in parts)
-
-    def generate_keypair(self, seed: bytes | None = None) -> KeyPair:
-        if seed is not None:
-            self._check_bytes(seed, self.seed_size, "seed", KEMError)
-        return self._generate(seed)
+        self.supports_seeded_keygen = all(p.supports_seeded_keygen for p in parts)
 
     def _generate(self, seed: bytes | None) -> KeyPair:
         seeds = _split(seed, [p.seed_size for p in self.parts])
@@ -142,14 +138,13 @@ class _HybridKey:
 
 
 def _split(data: bytes | None, sizes: list[int]) -> list[bytes | None]:
+    """Per-part randomness: ``None`` everywhere when none was given, or for a part that
+    takes none."""
     if data is None:
         return [None] * len(sizes)
-    out: list[bytes | None] = []
-    offset = 0
-    for size in sizes:
-        out.append(data[offset : offset + size] if size else None)
-        offset += size
-    return out
+    return [
+        part if size else None for part, size in zip(_split_exact(data, sizes), sizes, strict=True)
+    ]
 
 
 def _split_exact(data: bytes, sizes: list[int]) -> list[bytes]:

@@ -8,7 +8,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from kem._base import KEM, KeyPair
-from kem._errors import InvalidKeyError, KEMError, LowOrderPointError
+from kem._errors import InvalidKeyError, LowOrderPointError
 
 __all__ = ["X25519KEM", "OpenSSLMLKEM"]
 
@@ -85,12 +85,6 @@ class OpenSSLMLKEM(KEM):
         self._private_cls, self._public_cls, self.public_key_size, self.ciphertext_size = (
             _MLKEM_CLASSES[name]
         )
-
-    def generate_keypair(self, seed: bytes | None = None) -> KeyPair:
-        # OpenSSL does take a key-generation seed (d || z), only not encapsulation randomness.
-        if seed is not None:
-            self._check_bytes(seed, self.seed_size, "seed", KEMError)
-        return self._generate(seed)
 
     def _generate(self, seed: bytes | None) -> KeyPair:
         if seed is not None:

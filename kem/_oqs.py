@@ -86,6 +86,7 @@ class OQSKEM(KEM):
 
     backend = "liboqs"
     supports_derandomized = False
+    supports_seeded_keygen = False
     seed_size = 0
     randomness_size = 0
 

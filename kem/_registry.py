@@ -157,8 +157,6 @@ def kem_report() -> list[KEMInfo]:
     out = []
     for info in backend_report():
         for name in info.algorithms:
-            if name == "X25519" and info.name != "openssl":
-                continue
             if not info.available:
                 out.append(KEMInfo(name, info.name, False, info.reason))
                 continue

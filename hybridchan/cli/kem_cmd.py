@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,7 +25,7 @@ def list_kems(as_json: bool) -> None:
     """Every KEM and backend, whether it works on this machine, and why not."""
     report = kem_lib.kem_report()
     if as_json:
-        click.echo(json.dumps([_asdict(r) for r in report], indent=2))
+        click.echo(json.dumps([dataclasses.asdict(r) for r in report], indent=2))
         return
     console = Console()
     backends = Table(title="Backends")
@@ -48,10 +49,6 @@ def list_kems(as_json: bool) -> None:
                 str(r.shared_secret_size),
             )
     console.print(table)
-
-
-def _asdict(r: kem_lib.KEMInfo) -> dict[str, object]:
-    return {slot: getattr(r, slot) for slot in r.__slots__}
 
 
 @kem.command("try")

@@ -86,7 +86,16 @@ def test_combined_kem_agrees_and_binds_every_component() -> None:
     ct, ss = c.encapsulate(pair.public)
     assert c.decapsulate(pair.private, ct) == ss
     assert len(ss) == c.shared_secret_size
-    # Each component's secret appears, length-prefixed, in order.
+    # The secret is the labelled, length-prefixed concatenation of the parts' secrets, in order.
+    offsets = [sum(p.ciphertext_size for p in c.parts[:i]) for i in range(len(c.parts) + 1)]
+    part_secrets = [
+        part.decapsulate(sub.private, ct[offsets[i] : offsets[i + 1]])
+        for i, (part, sub) in enumerate(zip(c.parts, pair.private.pairs, strict=True))
+    ]
+    assert ss == kem.combine_secrets(
+        c.label, [(p.name, s) for p, s in zip(c.parts, part_secrets, strict=True)]
+    )
+    # Tampering with any one part's ciphertext changes the combined secret.
     for i, part in enumerate(c.parts):
         start = sum(p.ciphertext_size for p in c.parts[:i])
         tampered = bytearray(ct)
