@@ -45,6 +45,7 @@ import kem
 from benchmarks._common import Result, best_of
 from handshake import ClientHandshake, HandshakeComplete, HandshakeConfig, SendData, ServerHandshake
 from handshake.pki import Credential, create_ca, issue_certificate
+from hybridchan.rndl import tls13
 from qkd.keysource import InMemoryKeyPool
 
 SERVER_NAME = "bench.example"
@@ -134,31 +135,15 @@ def primitives(ca: Credential, leaf: Credential) -> Callable[[], None]:
 def _openssl_contexts(
     ca: Credential, leaf: Credential, workdir: Path, *, host: str = SERVER_NAME
 ) -> tuple[SSL.Context, SSL.Context]:
-    from OpenSSL._util import lib  # pyOpenSSL wraps neither the groups nor the host call
-
+    """The standard TLS 1.3 baseline: X25519MLKEM768, no tickets, chain and host name
+    verified by OpenSSL in C (``hybridchan.rndl.tls13``)."""
     leaf.write(workdir / "leaf.pem", workdir / "leaf.key")
     (workdir / "ca.pem").write_bytes(ca.cert_pem())
-    contexts = []
-    for server in (False, True):
-        ctx = SSL.Context(SSL.TLS_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-        ctx.set_tls13_ciphersuites(b"TLS_AES_256_GCM_SHA384")
-        if lib.SSL_CTX_set1_curves_list(ctx._context, b"X25519MLKEM768") != 1:
-            raise RuntimeError("this OpenSSL does not offer the X25519MLKEM768 group")
-        if server:
-            ctx.use_certificate_chain_file(str(workdir / "leaf.pem"))
-            ctx.use_privatekey_file(str(workdir / "leaf.key"))
-            ctx.set_options(SSL.OP_NO_TICKET)
-            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        else:
-            ctx.load_verify_locations(str(workdir / "ca.pem"))
-            # chain, validity and host name checked by OpenSSL itself (no Python callback)
-            ctx.set_verify(SSL.VERIFY_PEER)
-            param = lib.SSL_CTX_get0_param(ctx._context)
-            if lib.X509_VERIFY_PARAM_set1_host(param, host.encode(), len(host)) != 1:
-                raise RuntimeError("could not set the host name to verify")
-        contexts.append(ctx)
-    return contexts[0], contexts[1]
+    client = tls13.client_context(workdir / "ca.pem", group="X25519MLKEM768", verify_host=host)
+    server = tls13.server_context(
+        workdir / "leaf.pem", workdir / "leaf.key", group="X25519MLKEM768"
+    )
+    return client, server
 
 
 def _check_openssl_verifies(ca: Credential, leaf: Credential, workdir: Path) -> None:

@@ -34,6 +34,8 @@ from handshake.messages import (
     ServerHello,
 )
 from handshake.policy import GROUP_NAMES
+from hybridchan._record import RecordProtection
+from hybridchan.errors import BadRecordMAC
 from hybridchan.rndl import tls13
 from hybridchan.rndl.capture import Capture
 from hybridchan.rndl.oracle import NotGranted, Oracle
@@ -81,30 +83,20 @@ def _records(stream: bytes) -> list[_Record]:
 
 
 class _Decryptor:
-    """One direction's AES-256-GCM state, as the receiving endpoint keeps it."""
+    """One direction's record protection, as the receiving endpoint keeps it (the record
+    layer's own :class:`RecordProtection`), plus the secret for the next key update."""
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
-        self._set(secret)
-
-    def _set(self, secret: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        key, iv = ks.traffic_keys(secret)
-        self.secret, self._aead, self._iv, self._seq = (
-            secret,
-            AESGCM(key),
-            int.from_bytes(iv, "big"),
-            0,
-        )
+        self._protection = RecordProtection(*ks.traffic_keys(secret))
 
     def open(self, record: _Record) -> bytes:
-        nonce = (self._iv ^ self._seq).to_bytes(12, "big")
-        self._seq += 1
-        return self._aead.decrypt(nonce, record.fragment, record.header)
+        """Decrypt the next record; :class:`BadRecordMAC` if the keys are wrong."""
+        return self._protection.open(record.header, memoryview(record.fragment))
 
     def update(self, qkd_key: bytes | None) -> None:
-        self._set(ks.next_traffic_secret(self.secret, qkd_key))
+        self.secret = ks.next_traffic_secret(self.secret, qkd_key)
+        self._protection = RecordProtection(*ks.traffic_keys(self.secret))
 
 
 def _plain_messages(records: list[_Record]) -> list[tuple[Message, bytes]]:
@@ -132,16 +124,32 @@ def qkd_psk_key_id(hello: ClientHello) -> str | None:
     return QKDKeyRef.read(Reader(hello.psk.identity, "QKD-PSK identity")).key_id
 
 
+def _parts(name: str) -> tuple[str, ...]:
+    """The algorithms behind one key-share group (a hybrid group has several)."""
+    parts = getattr(kem.get_kem(name), "parts", ())
+    return tuple(p.name for p in parts) or (name,)
+
+
 def _component_secret(oracle: Oracle, name: str, client_share: bytes, server_share: bytes) -> bytes:
-    """The shared secret of one key-share group, if the oracle grants what it needs."""
-    if name == "X25519MLKEM768":
-        ml = _component_secret(oracle, "ML-KEM-768", client_share[:1184], server_share[:1088])
-        x = _component_secret(oracle, "X25519", client_share[1184:], server_share[1088:])
-        return ml + x
-    private = oracle.kem_private_key(name, client_share)
-    return kem.get_kem(name, "openssl" if name == "X25519" else "auto").decapsulate(
-        private, server_share
-    )
+    """The shared secret of one key-share group, if the oracle grants what it needs.
+
+    A hybrid group (X25519MLKEM768) is its parts' shares and secrets concatenated in the
+    group's order, so each part is attacked on its own.
+    """
+    k = kem.get_kem(name)
+    parts = getattr(k, "parts", None)
+    if parts:
+        secrets, c_at, s_at = [], 0, 0
+        for part in parts:
+            c_end, s_end = c_at + part.public_key_size, s_at + part.ciphertext_size
+            secrets.append(
+                _component_secret(
+                    oracle, part.name, client_share[c_at:c_end], server_share[s_at:s_end]
+                )
+            )
+            c_at, s_at = c_end, s_end
+        return b"".join(secrets)
+    return k.decapsulate(oracle.kem_private_key(name, client_share), server_share)
 
 
 def _early_secret(
@@ -197,8 +205,7 @@ def attack_hybridchan(
                 (name, _component_secret(oracle, name, offered[share.group], share.key_exchange))
             )
         except NotGranted as exc:
-            parts = ("ML-KEM-768", "X25519") if name == "X25519MLKEM768" else (name,)
-            result.missing.extend(p for p in parts if not oracle.adversary.breaks(p))
+            result.missing.extend(p for p in _parts(name) if not oracle.adversary.breaks(p))
             result.notes.append(f"{name}: {exc}")
             if stand_in is not None:
                 components.append((name, stand_in))
@@ -230,7 +237,7 @@ def attack_hybridchan(
                 transcript += raw
                 if isinstance(msg, Finished):
                     break
-    except Exception:
+    except BadRecordMAC:
         result.notes.append(
             "handshake records do not decrypt (AES-GCM tag does not verify): "
             "a component secret was wrong"
@@ -257,7 +264,7 @@ def _decrypt_direction(
             continue
         try:
             body = state.open(record)
-        except Exception:
+        except BadRecordMAC:
             result.notes.append(f"{who} record does not decrypt; stopping this direction")
             break
         if record.ctype == _DATA:

@@ -166,7 +166,7 @@ class CaptureRelay:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._active: set[asyncio.Task[None]] = set()
+        self._active: set[asyncio.Task[Any]] = set()
         self.address: tuple[str, int] = (host, 0)
 
     def __enter__(self) -> CaptureRelay:
@@ -200,8 +200,7 @@ class CaptureRelay:
                 self._server.close()
             for task in list(self._active):
                 task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._active, return_exceptions=True)
+            await asyncio.gather(*self._active, return_exceptions=True)
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(timeout=10)
@@ -212,15 +211,20 @@ class CaptureRelay:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._active.add(task)  # type: ignore[arg-type]
-        path = self.directory / f"conn-{next(self._counter):04d}.hcap"
-        self.files.append(path)
+        self._active.add(task)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._active.discard(task)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
-            self._active.discard(task)  # type: ignore[arg-type]
             return
+        path = self.directory / f"conn-{next(self._counter):04d}.hcap"
+        self.files.append(path)
         peer = writer.get_extra_info("peername")
         meta = {
             "created": _dt.datetime.now(_dt.UTC).isoformat(),
@@ -230,16 +234,16 @@ class CaptureRelay:
         }
         with path.open("wb") as out:
             write_header(out, meta)
-            lock = asyncio.Lock()
 
             async def pipe(
                 src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: int
             ) -> None:
                 try:
                     while data := await src.read(65536):
-                        async with lock:
-                            write_frame(out, direction, data)
-                            out.flush()
+                        # No await between writing the frame and flushing it: frames of
+                        # the two directions cannot interleave within one event loop.
+                        write_frame(out, direction, data)
+                        out.flush()
                         dst.write(data)
                         await dst.drain()
                 except (ConnectionError, OSError):
@@ -258,4 +262,3 @@ class CaptureRelay:
             finally:
                 for w in (writer, up_writer):
                     w.close()
-                self._active.discard(task)  # type: ignore[arg-type]

@@ -350,21 +350,14 @@ def _record_tls13(
 ) -> Recording:
     from OpenSSL import SSL
 
-    secrets: dict[str, bytes] = {}
-    randoms: list[bytes] = []
-
-    def keylog(_conn: SSL.Connection, line: bytes) -> None:
-        label, client_random, secret = line.decode("ascii").split()
-        randoms.append(bytes.fromhex(client_random))
-        secrets[label] = bytes.fromhex(secret)
-
+    keylog = tls13.KeyLog()
     alg = "ml-dsa-65"
     server_ctx = tls13.server_context(
         creds.files[f"leaf-{alg}"], creds.files[f"key-{alg}"], group=config.tls_group
     )
-    server_ctx.set_options(SSL.OP_NO_TICKET)
-    client_ctx = tls13.client_context(creds.files[f"ca-{alg}"], group=config.tls_group)
-    client_ctx.set_keylog_callback(keylog)
+    client_ctx = tls13.client_context(
+        creds.files[f"ca-{alg}"], group=config.tls_group, keylog=keylog
+    )
     listener = socket.create_server(("127.0.0.1", 0))
     box: dict[str, Any] = {}
 
@@ -395,7 +388,7 @@ def _record_tls13(
         box["sock"].close()
         listener.close()
         relay.wait_idle()
-    escrow.tls_secrets[randoms[0]] = dict(secrets)
+    escrow.tls_secrets[keylog.client_random] = dict(keylog.secrets)
     return Recording(config, relay.files[0], c2s, s2c, (str(group),))
 
 

@@ -87,10 +87,6 @@ class Adversary:
         return Capability.STEAL_LONG_TERM_KEYS in self.capabilities
 
     @property
-    def reads_retained_qkd_keys(self) -> bool:
-        return Capability.KME_RETAINED in self.capabilities
-
-    @property
     def omniscient(self) -> bool:
         """The referee: every capability at once (it reads the escrow, not a KME)."""
         return self.capabilities == frozenset(Capability)
@@ -292,11 +288,9 @@ class Oracle:
         self._escrow = escrow
         self._kme_stores = kme_stores
         self.adversary = adversary
-        self.requests: list[str] = []
 
     def kem_private_key(self, algorithm: str, public: bytes) -> Any:
         """The private key behind ``public`` if the adversary breaks ``algorithm``."""
-        self.requests.append(f"private key for {algorithm}")
         if not self.adversary.breaks(algorithm):
             raise NotGranted(f"{self.adversary.name} cannot break {algorithm}")
         try:
@@ -305,7 +299,6 @@ class Oracle:
             raise NotGranted(f"no {algorithm} key with that public value was recorded") from None
 
     def long_term_secret(self, label: str) -> Any:
-        self.requests.append(f"long-term secret {label}")
         if not self.adversary.steals_long_term_keys:
             raise NotGranted(f"{self.adversary.name} has not stolen long-term keys")
         try:
@@ -315,7 +308,6 @@ class Oracle:
 
     def qkd_key(self, key_id: str) -> bytes:
         """A QKD key: the referee's from the escrow; anyone else's from a stolen KME store."""
-        self.requests.append(f"QKD key {key_id}")
         if self.adversary.omniscient:
             try:
                 return self._escrow.qkd_keys[key_id]
@@ -343,7 +335,6 @@ class Oracle:
         OpenSSL does not expose its ephemeral private keys, so for the TLS
         baseline a broken key exchange is simulated by releasing the key log.
         """
-        self.requests.append("TLS key log")
         missing = [a for a in group_algorithms if not self.adversary.breaks(a)]
         if missing:
             raise NotGranted(f"{self.adversary.name} cannot break {', '.join(missing)}")

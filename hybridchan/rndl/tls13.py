@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -45,16 +46,19 @@ CIPHER_SUITE = "TLS_AES_256_GCM_SHA384"
 
 @dataclass
 class KeyLog:
-    """Secrets OpenSSL writes in NSS key-log format, by label (one session)."""
+    """Secrets OpenSSL writes in NSS key-log format (one session): by label, and the
+    client random that names the session."""
 
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
+    client_random: bytes = b""
 
     def callback(self, _conn: SSL.Connection, line: bytes) -> None:
-        label, _client_random, secret = line.decode("ascii").split()
+        label, client_random, secret = line.decode("ascii").split()
+        self.client_random = bytes.fromhex(client_random)
         self.secrets[label] = bytes.fromhex(secret)
 
 
-def _context(method_side: str, group: str, keylog: KeyLog | None) -> SSL.Context:
+def _context(group: str, keylog: KeyLog | None) -> SSL.Context:
     if group not in GROUPS:
         raise ValueError(f"TLS baseline group must be one of {GROUPS}, got {group!r}")
     ctx = SSL.Context(SSL.TLS_METHOD)
@@ -78,13 +82,19 @@ def server_context(
     keylog: KeyLog | None = None,
     client_ca: Path | None = None,
 ) -> SSL.Context:
-    """A TLS 1.3-only server context; ``client_ca`` turns on mutual authentication."""
-    ctx = _context("server", group, keylog)
+    """A TLS 1.3-only server context; ``client_ca`` turns on mutual authentication.
+
+    No session tickets or session cache: hybridchan has no resumption, so the baseline
+    does the same full handshake every time.
+    """
+    ctx = _context(group, keylog)
     ctx.use_certificate_chain_file(str(cert_chain))
     ctx.use_privatekey_file(str(key))
+    ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     if client_ca is not None:
         ctx.load_verify_locations(str(client_ca))
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *a: a[-1] == 1)
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
     return ctx
 
 
@@ -95,11 +105,22 @@ def client_context(
     keylog: KeyLog | None = None,
     cert_chain: Path | None = None,
     key: Path | None = None,
+    verify_host: str | None = None,
 ) -> SSL.Context:
-    """A TLS 1.3-only client context that verifies the server against ``ca``."""
-    ctx = _context("client", group, keylog)
+    """A TLS 1.3-only client context that verifies the server against ``ca``.
+
+    OpenSSL checks the chain, validity and (with ``verify_host``) the host name itself,
+    in C, with no Python callback.
+    """
+    from OpenSSL._util import lib  # the host-name call is not wrapped by pyOpenSSL
+
+    ctx = _context(group, keylog)
     ctx.load_verify_locations(str(ca))
-    ctx.set_verify(SSL.VERIFY_PEER, lambda *a: a[-1] == 1)
+    ctx.set_verify(SSL.VERIFY_PEER)
+    if verify_host is not None:
+        param = lib.SSL_CTX_get0_param(ctx._context)
+        if lib.X509_VERIFY_PARAM_set1_host(param, verify_host.encode(), len(verify_host)) != 1:
+            raise RuntimeError(f"could not set the host name {verify_host!r} to verify")
     if cert_chain is not None and key is not None:
         ctx.use_certificate_chain_file(str(cert_chain))
         ctx.use_privatekey_file(str(key))
@@ -208,7 +229,7 @@ def decrypt_application_data(
             try:
                 inner = aead.decrypt(nonce, record.payload, record.header)
                 break
-            except Exception:
+            except InvalidTag:
                 if stage == 1:
                     raise ValueError("TLS record does not decrypt with the given secrets") from None
                 stage, seq = 1, 0
