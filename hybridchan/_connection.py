@@ -313,10 +313,7 @@ class Connection:
                 self.peer_closed = True
                 self._events.append(ConnectionClosed())
             return
-        exc = error_for_alert(desc)
-        self._error = exc
-        self.state = State.FAILED
-        raise exc
+        raise error_for_alert(desc)  # next_event's handler marks the channel failed
 
     def _drain_handshake(self) -> None:
         while (ev := self._hs.next_event()) is not None:
@@ -356,12 +353,10 @@ class Connection:
         prot = self._writer.protection
         if self.session is None or prot is None:
             return
-        if prot.seq >= _AEAD_SOFT_LIMIT:
-            self._guard(self._update_write_key, not self._awaiting_peer_update)
-            return
         sched = self.config.rekey
         due = (
-            (sched.max_bytes is not None and self._write_bytes >= sched.max_bytes)
+            prot.seq >= _AEAD_SOFT_LIMIT
+            or (sched.max_bytes is not None and self._write_bytes >= sched.max_bytes)
             or (sched.max_records is not None and self._write_records_at_key >= sched.max_records)
             or (
                 sched.max_seconds is not None

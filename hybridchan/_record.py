@@ -100,10 +100,6 @@ class RecordProtection:
         self.seq = seq + 1
         return (self._iv ^ seq).to_bytes(IV_SIZE, "big")
 
-    def seal_into(self, header: bytes, data: memoryview, out: memoryview) -> None:
-        """Encrypt ``data`` with ``header`` as AAD into ``out`` (len(data) + 16 bytes)."""
-        self._aead.encrypt_into(self._nonce(), data, header, out)
-
     def open(self, header: bytes, fragment: memoryview) -> bytes:
         """Decrypt and authenticate one fragment; raise :class:`BadRecordMAC` on failure."""
         try:
@@ -187,7 +183,7 @@ class RecordWriter:
 
         Zero-length ``data`` produces one empty record (used for application data only).
         """
-        view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        view = memoryview(data).cast("B")
         length = len(view)
         size = self.record_size
         count = max(1, -(-length // size))
@@ -284,7 +280,7 @@ class RecordReader:
             return None
         ctype, epoch, length = HEADER.unpack_from(buf, pos)
         prot = self.protection
-        self._check_header(ctype, epoch, length, prot is not None)
+        self._check_header(ctype, epoch, length, prot)
         end = pos + HEADER_SIZE + length
         if self._end < end:
             return None
@@ -388,7 +384,10 @@ class RecordReader:
         self._start = pos
         return filled
 
-    def _check_header(self, ctype: int, epoch: int, length: int, protected: bool) -> None:
+    def _check_header(
+        self, ctype: int, epoch: int, length: int, prot: RecordProtection | None
+    ) -> None:
+        protected = prot is not None
         if ctype not in _CONTENT_TYPES:
             raise UnexpectedRecord(
                 f"unknown record content type {ctype}; the peer is not a hybridchan peer"
@@ -405,7 +404,7 @@ class RecordReader:
             raise RecordOverflow(f"record of {length} bytes exceeds the limit of {limit} bytes")
         if protected and length < TAG_SIZE:
             raise RecordDecodeError(f"protected record of {length} bytes is shorter than its tag")
-        if protected and self.protection is not None and self.protection.seq >= AEAD_RECORD_LIMIT:
+        if prot is not None and prot.seq >= AEAD_RECORD_LIMIT:
             raise UnexpectedRecord(
                 "the peer sent more records under one key than AES-GCM allows without a key update"
             )

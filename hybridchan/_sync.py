@@ -413,10 +413,8 @@ def wrap_socket(
     """
     if config.timeout is not None and sock.gettimeout() is None:
         sock.settimeout(config.timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) if sock.family in (
-        socket.AF_INET,
-        socket.AF_INET6,
-    ) else None
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     channel = Channel(sock, connection_factory(config, client=not server_side))
     channel._handshake(config.handshake_timeout)
     return channel

@@ -14,6 +14,7 @@ import pytest
 
 import hybridchan
 from hybridchan import Channel
+from tests.channel._util import recv_all
 
 MakeConfigs = Callable[..., Any]
 BIG = 16 << 20
@@ -22,16 +23,6 @@ BIG = 16 << 20
 def _echo_handler(channel: Channel) -> None:
     while data := channel.recv(1 << 18):
         channel.sendall(data)
-
-
-def _recv_all(channel: Channel, n: int) -> bytes:
-    parts = []
-    while n:
-        data = channel.recv(min(n, 1 << 20))
-        assert data, "channel closed early"
-        parts.append(data)
-        n -= len(data)
-    return b"".join(parts)
 
 
 async def _aecho(reader: asyncio.StreamReader, writer: hybridchan.ChannelWriter) -> None:
@@ -51,7 +42,7 @@ def test_sync_echo_over_tcp_every_policy(make_configs: MakeConfigs, policy: str)
             assert channel.session.policy == policy
             assert channel.peer_identity
             channel.sendall(b"hello " + policy.encode())
-            assert _recv_all(channel, 6 + len(policy)) == b"hello " + policy.encode()
+            assert recv_all(channel, 6 + len(policy)) == b"hello " + policy.encode()
     thread.join(5)
     assert not thread.is_alive() and server.errors == []
 
@@ -68,7 +59,7 @@ def test_sync_16mb_both_directions_over_socketpair_checked_by_hash(
         with hybridchan.wrap_socket(b, server_cfg, server_side=True) as ch:
             sender = threading.Thread(target=ch.sendall, args=(down,))
             sender.start()
-            result["up"] = hashlib.sha256(_recv_all(ch, BIG)).digest()
+            result["up"] = hashlib.sha256(recv_all(ch, BIG)).digest()
             sender.join()
 
     thread = threading.Thread(target=server)
@@ -76,7 +67,7 @@ def test_sync_16mb_both_directions_over_socketpair_checked_by_hash(
     with hybridchan.wrap_socket(a, client_cfg) as ch:
         sender = threading.Thread(target=ch.sendall, args=(up,))
         sender.start()
-        got_down = _recv_all(ch, len(down))
+        got_down = recv_all(ch, len(down))
         sender.join()
         assert ch.recv(1) == b""  # the server's close-notify
     thread.join(30)
@@ -107,7 +98,7 @@ def _sync_client(address: tuple[str, int], cfg: Any, payload: bytes, out: dict[s
     with hybridchan.connect(address, cfg) as ch:
         sender = threading.Thread(target=ch.sendall, args=(payload,))
         sender.start()
-        out["echo"] = _recv_all(ch, len(payload))
+        out["echo"] = recv_all(ch, len(payload))
         sender.join()
 
 

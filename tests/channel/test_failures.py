@@ -27,19 +27,9 @@ from hybridchan.errors import (
     TruncatedError,
 )
 from qkd.keysource import InMemoryKeyPool
-from tests.channel._util import Relay
+from tests.channel._util import Relay, recv_all
 
 MakeConfigs = Callable[..., Any]
-
-
-def _recv_all(channel: hybridchan.Channel, n: int) -> bytes:
-    parts = []
-    while n:
-        data = channel.recv(min(n, 1 << 20))
-        assert data, "channel closed early"
-        parts.append(data)
-        n -= len(data)
-    return b"".join(parts)
 
 
 def test_rekey_under_load_both_directions_each_qkd_key_once(make_configs: MakeConfigs) -> None:
@@ -54,7 +44,7 @@ def test_rekey_under_load_both_directions_each_qkd_key_once(make_configs: MakeCo
         ch = hybridchan.wrap_socket(b, server_cfg, server_side=True)
         sender = threading.Thread(target=ch.sendall, args=(down,))
         sender.start()
-        box["up"] = hashlib.sha256(_recv_all(ch, len(up))).digest()
+        box["up"] = hashlib.sha256(recv_all(ch, len(up))).digest()
         sender.join()
         box["conn"] = ch.connection
         ch.close()
@@ -64,7 +54,7 @@ def test_rekey_under_load_both_directions_each_qkd_key_once(make_configs: MakeCo
     ch = hybridchan.wrap_socket(a, client_cfg)
     sender = threading.Thread(target=ch.sendall, args=(up,))
     sender.start()
-    assert hashlib.sha256(_recv_all(ch, len(down))).digest() == hashlib.sha256(down).digest()
+    assert hashlib.sha256(recv_all(ch, len(down))).digest() == hashlib.sha256(down).digest()
     sender.join()
     assert ch.recv(1) == b""
     ch.close()
@@ -97,7 +87,7 @@ def test_empty_qkd_source_during_rekey_over_tcp(make_configs: MakeConfigs, mode:
     def server() -> None:
         try:
             with hybridchan.wrap_socket(b, server_cfg, server_side=True) as ch:
-                box["data"] = _recv_all(ch, len(payload))
+                box["data"] = recv_all(ch, len(payload))
         except Exception as exc:
             box["error"] = exc
 
