@@ -22,6 +22,7 @@ from handshake._shared import (
     AUTH_MODE_CODES,
     accepted_schemes,
     certificate_message,
+    certificate_type,
     check_certificate_verify,
     check_peer_certificate,
     new_qkd_key,
@@ -47,7 +48,6 @@ from handshake.keyschedule import (
 from handshake.messages import (
     PROTOCOL_VERSION,
     CertificateRequest,
-    CertificateType,
     CertificateVerify,
     CipherSuite,
     ClientHello,
@@ -170,13 +170,13 @@ class ClientHandshake(HandshakeBase):
         """Fill in the binder: HMAC over the ClientHello up to the binder itself."""
         assert offer.hello.psk is not None
         binder_key = offer.early.binder_key(qkd=self.config.auth_mode == "qkd-psk")
-        digest = transcript_hash(ClientHello.binder_prefix(raw))
-        binder = finished_verify_data(binder_key, digest)
+        prefix = ClientHello.binder_prefix(raw)
+        binder = finished_verify_data(binder_key, transcript_hash(prefix))
         psk = PSKOffer(identity=offer.hello.psk.identity, binder=binder)
         offer.hello = dataclasses.replace(offer.hello, psk=psk)
         # The binder is the last field (u8 length 48, then its bytes) and the frame length
         # does not change: splice it in rather than encoding the whole ClientHello again.
-        return ClientHello.binder_prefix(raw) + bytes([len(binder)]) + binder
+        return prefix + bytes([len(binder)]) + binder
 
 
 class ExpectServerHello:
@@ -309,11 +309,11 @@ class ExpectCertificateOrRequest(_HandshakeKeys):
 
     def handle(self, msg: Message, raw: bytes) -> State:
         if isinstance(msg, CertificateRequest):
-            mode = self.hs.config.auth_mode
-            want = CertificateType.x509 if mode == "certificate" else CertificateType.raw_public_key
-            if msg.certificate_type != want:
+            cfg = self.hs.config
+            if msg.certificate_type != certificate_type(cfg):
                 raise ProtocolError(
-                    f"server requests certificate type {msg.certificate_type} in {mode} mode",
+                    f"server requests certificate type {msg.certificate_type} in "
+                    f"{cfg.auth_mode} mode",
                     alert=_ILLEGAL,
                 )
             self.hs.transcript.add(raw)
@@ -392,7 +392,7 @@ class ExpectFinished(_HandshakeKeys):
     def _psk_identity(self) -> str | None:
         cfg = self.hs.config
         if cfg.auth_mode == "psk":
-            return psk_identity_text(cfg, cfg.psks[0].identity)
+            return psk_identity_text(cfg.psks[0].identity)
         if cfg.auth_mode == "qkd-psk":
             return f"qkd-psk:{self.ctx.key_ids[-1]}"
         return None

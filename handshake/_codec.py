@@ -63,10 +63,6 @@ class Reader:
             raise ProtocolError(f"{self._what}: {n} items exceed the limit of {max_count}")
         return [read(self) for _ in range(n)]
 
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
     def finish(self) -> None:
         if self._pos != len(self._data):
             raise ProtocolError(

@@ -23,6 +23,7 @@ from handshake._shared import (
     AUTH_MODE_CODES,
     accepted_schemes,
     certificate_message,
+    certificate_type,
     check_certificate_verify,
     check_peer_certificate,
     psk_identity_text,
@@ -47,7 +48,6 @@ from handshake.keyschedule import (
 from handshake.messages import (
     PROTOCOL_VERSION,
     CertificateRequest,
-    CertificateType,
     CertificateVerify,
     CipherSuite,
     ClientHello,
@@ -250,7 +250,7 @@ class ExpectClientHello:
                 "PSK binder does not verify: the client holds a different PSK (wrong key) "
                 "or the ClientHello was modified",
             )
-        identity = f"qkd-psk:{key_ids[0]}" if key_ids else psk_identity_text(cfg, msg.psk.identity)
+        identity = f"qkd-psk:{key_ids[0]}" if key_ids else psk_identity_text(msg.psk.identity)
         return early, identity, key_ids, peer_sae
 
     def _fetch_qkd(self, ref: QKDKeyRef, purpose: int) -> bytes:
@@ -314,11 +314,7 @@ class ExpectClientHello:
         hs, cfg = self.hs, self.hs.config
         hs.push(EncryptedExtensions(server_name=cfg.server_name))
         if cfg.auth_mode in ("certificate", "raw-key"):
-            ctype = (
-                CertificateType.x509
-                if cfg.auth_mode == "certificate"
-                else CertificateType.raw_public_key
-            )
+            ctype = certificate_type(cfg)
             if cfg.mutual:
                 hs.push(
                     CertificateRequest(

@@ -34,7 +34,6 @@ AUTH_MODE_CODES: Final[dict[str, int]] = {
     "psk": AuthMode.external_psk,
     "qkd-psk": AuthMode.qkd_psk,
 }
-AUTH_MODE_NAMES: Final[dict[int, str]] = {code: name for name, code in AUTH_MODE_CODES.items()}
 CIPHER_SUITE_NAME: Final = "TLS_AES_256_GCM_SHA384"
 
 
@@ -60,6 +59,13 @@ def _accepted_schemes(policy: str, names: tuple[str, ...] | None) -> tuple[int, 
         if scheme in allowed:
             out.append(int(scheme))
     return tuple(out)
+
+
+def certificate_type(cfg: HandshakeConfig) -> CertificateType:
+    """The certificate type the auth mode uses: X.509 for certificate, else raw key."""
+    if cfg.auth_mode == "certificate":
+        return CertificateType.x509
+    return CertificateType.raw_public_key
 
 
 def certificate_message(cfg: HandshakeConfig, certificate_type: int) -> Certificate:
@@ -139,10 +145,8 @@ def session_info(
     )
 
 
-def psk_identity_text(cfg: HandshakeConfig, identity: bytes) -> str:
-    """Printable peer identity for PSK modes."""
-    if cfg.auth_mode == "qkd-psk":
-        return f"qkd-psk:{identity.decode('ascii', 'replace')}"
+def psk_identity_text(identity: bytes) -> str:
+    """Printable peer identity for an external PSK (QKD-PSKs are named by key_ID)."""
     return "psk:" + identity.decode("utf-8", "replace")
 
 
@@ -154,10 +158,7 @@ def check_peer_certificate(
     if not isinstance(msg, Certificate):
         raise unexpected("Certificate", msg)
     cfg = hs.config
-    want = (
-        CertificateType.x509 if cfg.auth_mode == "certificate" else CertificateType.raw_public_key
-    )
-    if msg.certificate_type != want:
+    if msg.certificate_type != certificate_type(cfg):
         raise ProtocolError(
             f"{peer} sent the wrong certificate type", alert=AlertDescription.illegal_parameter
         )

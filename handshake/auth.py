@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from handshake.alerts import AlertDescription
 from handshake.errors import AuthenticationError, PolicyError
 from handshake.messages import CertificateType, SignatureScheme
-from handshake.pki import Credential, PKIError, algorithm_of
+from handshake.pki import Credential, PKIError, algorithm_of, spki_der
 
 __all__ = [
     "PeerAuth",
@@ -161,14 +161,6 @@ def _key_kind(key: Any) -> int:
             kind = _OTHER
         _KIND_BY_TYPE[type(key)] = kind
     return kind
-
-
-def spki_der(public_key: Any) -> bytes:
-    return bytes(
-        public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,6 +470,3 @@ def _matches_name(cert: x509.Certificate, name: str) -> bool:
     except (x509.ExtensionNotFound, ValueError):
         names = [_common_name(cert).lower()]
     return name.lower() in names
-
-
-NowFn = Callable[[], float]

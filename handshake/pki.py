@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -49,6 +49,7 @@ __all__ = [
     "issue_certificate",
     "load_certificates",
     "load_credential",
+    "spki_der",
     "subject_common_name",
     "verify_issued_by",
 ]
@@ -288,15 +289,20 @@ def load_credential(
     except (ValueError, TypeError) as exc:
         raise PKIError(f"{key_path}: not an unencrypted PEM private key ({exc})") from None
     algorithm_of(key)  # rejects unsupported key types with a clear message
-    if key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != certs[0].public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ):
+    if spki_der(key.public_key()) != spki_der(certs[0].public_key()):
         raise PKIError(
             f"{key_path} does not hold the private key of the certificate in {cert_path}"
         )
     return Credential(certs[0], key, tuple(certs[1:]))  # type: ignore[arg-type]
+
+
+def spki_der(public_key: Any) -> bytes:
+    """DER SubjectPublicKeyInfo of a public key: what raw-key mode pins and sends."""
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def verify_issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
