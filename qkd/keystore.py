@@ -472,13 +472,6 @@ class KeyStore:
             row = self._db.execute("SELECT bits FROM keys WHERE key_id = ?", (key_id,)).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
-    def reserved_count(self, pool: str) -> int:
-        with self._lock:
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM keys WHERE pool = ? AND state = 'reserved'", (pool,)
-            ).fetchone()
-        return int(count)
-
     # -- private ------------------------------------------------------------------------------
 
     @contextmanager

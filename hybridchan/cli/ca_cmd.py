@@ -7,8 +7,8 @@
 
 Files: ``<dir>/ca.pem`` and ``<dir>/ca.key`` (0600), then ``<dir>/<cn>.pem`` (certificate
 followed by the CA) and ``<dir>/<cn>.key`` (0600). For a KME/SAE the CN *is* the SAE or
-KME ID. Note: KMEs run on Python's ``ssl`` (OpenSSL 3.0), which cannot load ML-DSA
-keys; use ECDSA P-256 or Ed25519 for them.
+KME ID. Note: ML-DSA certificates need the KME's default ``--tls-backend openssl4``;
+Python's ``ssl`` (OpenSSL 3.0, ``--tls-backend python``) cannot load ML-DSA keys.
 """
 
 from __future__ import annotations

@@ -135,6 +135,15 @@ def start_loopback_pair(
 # -- command line -------------------------------------------------------------------------------
 
 
+_tls_backend_option = click.option(
+    "--tls-backend",
+    type=click.Choice(["openssl4", "python"]),
+    default="openssl4",
+    show_default=True,
+    help="openssl4: hybrid X25519MLKEM768 key exchange; python: Python ssl, X25519 only.",
+)
+
+
 @click.group()
 def kme() -> None:
     """Run a key management entity (ETSI GS QKD 014 over HTTPS with mutual TLS)."""
@@ -167,13 +176,7 @@ def kme() -> None:
     show_default=True,
     help="Feed from the simulated QKD link (qkd.sim) instead of the seeded stand-in.",
 )
-@click.option(
-    "--tls-backend",
-    type=click.Choice(["openssl4", "python"]),
-    default="openssl4",
-    show_default=True,
-    help="openssl4: hybrid X25519MLKEM768 key exchange; python: Python ssl, X25519 only.",
-)
+@_tls_backend_option
 @click.option(
     "--algorithm",
     type=click.Choice(list(pki.ALGORITHMS)),
@@ -254,13 +257,7 @@ def pair_cmd(
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8443, show_default=True)
-@click.option(
-    "--tls-backend",
-    type=click.Choice(["openssl4", "python"]),
-    default="openssl4",
-    show_default=True,
-    help="openssl4: hybrid X25519MLKEM768 key exchange; python: Python ssl, X25519 only.",
-)
+@_tls_backend_option
 @click.option(
     "--unix",
     "unix_path",

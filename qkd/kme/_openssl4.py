@@ -51,25 +51,23 @@ def _verify_ok(_conn: Any, _cert: Any, _errno: int, _depth: int, ok: int) -> boo
 
 def server_context(ca_file: str, cert_file: str, key_file: str) -> SSL.Context:
     """TLS 1.3 server context that requires a client certificate from ``ca_file``."""
-    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-    ctx.use_certificate_chain_file(cert_file)
-    ctx.use_privatekey_file(key_file)
-    ctx.check_privatekey()
-    ctx.load_verify_locations(ca_file)
-    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_ok)
-    return ctx
+    verify = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    return _context(SSL.TLS_SERVER_METHOD, verify, ca_file, cert_file, key_file)
 
 
 def client_context(ca_file: str, cert_file: str, key_file: str) -> SSL.Context:
     """TLS 1.3 client context: verify the KME against ``ca_file``, present our certificate."""
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    return _context(SSL.TLS_CLIENT_METHOD, SSL.VERIFY_PEER, ca_file, cert_file, key_file)
+
+
+def _context(method: int, verify: int, ca_file: str, cert_file: str, key_file: str) -> SSL.Context:
+    ctx = SSL.Context(method)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     ctx.use_certificate_chain_file(cert_file)
     ctx.use_privatekey_file(key_file)
     ctx.check_privatekey()
     ctx.load_verify_locations(ca_file)
-    ctx.set_verify(SSL.VERIFY_PEER, _verify_ok)
+    ctx.set_verify(verify, _verify_ok)
     return ctx
 
 
@@ -89,10 +87,6 @@ class _PeerInfo:
 
     def version(self) -> str | None:
         return self._conn.get_protocol_version_name()
-
-    def group(self) -> str | None:
-        name = self._conn.get_group_name()
-        return name.decode() if isinstance(name, bytes) else name
 
     def selected_alpn_protocol(self) -> None:
         return None

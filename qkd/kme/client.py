@@ -155,6 +155,8 @@ class _Codec:
 def _stdlib_context(tls: TLSFiles, tls_backend: str) -> ssl.SSLContext:
     if tls_backend == "openssl4":
         return _unused_context()
+    if tls_backend != "python":
+        raise ValueError(f"tls_backend must be 'python' or 'openssl4', got {tls_backend!r}")
     return client_ssl_context(tls)
 
 
@@ -178,8 +180,6 @@ def _sync_transport(tls: TLSFiles, uds: str | None, tls_backend: str) -> httpx.H
         backend = OpenSSL4Backend(client_context(tls.ca_file, tls.cert_file, tls.key_file))
         # httpx has no public hook for a network backend; swap its httpcore pool (same options).
         transport._pool = httpcore.ConnectionPool(ssl_context=ctx, uds=uds, network_backend=backend)
-    elif tls_backend != "python":
-        raise ValueError(f"tls_backend must be 'python' or 'openssl4', got {tls_backend!r}")
     return transport
 
 
@@ -194,8 +194,6 @@ def _async_transport(tls: TLSFiles, uds: str | None, tls_backend: str) -> httpx.
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=ctx, uds=uds, network_backend=backend
         )
-    elif tls_backend != "python":
-        raise ValueError(f"tls_backend must be 'python' or 'openssl4', got {tls_backend!r}")
     return transport
 
 

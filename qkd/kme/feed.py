@@ -34,6 +34,13 @@ class KeyBlock:
     data: bytes = field(repr=False)
 
 
+def agreed_key(alice_key: bytes, bob_key: bytes) -> bytes:
+    """The block both link ends distilled; refused (constant time) if they differ."""
+    if len(alice_key) != len(bob_key) or not hmac.compare_digest(alice_key, bob_key):
+        raise ValueError("the two ends of the link distilled different keys; block refused")
+    return bytes(alice_key)
+
+
 @runtime_checkable
 class KeyFeed(Protocol):
     """A source of key blocks, read in order."""
@@ -92,9 +99,7 @@ class LinkKeyFeed:
 
     def put_block(self, alice_key: bytes, bob_key: bytes, stats: object = None) -> None:
         """The link's key sink: file one distilled block (both ends must agree)."""
-        if len(alice_key) != len(bob_key) or not hmac.compare_digest(alice_key, bob_key):
-            raise ValueError("the two ends of the link distilled different keys; block refused")
-        self._pending.append(KeyBlock(self.next_id, bytes(alice_key)))
+        self._pending.append(KeyBlock(self.next_id, agreed_key(alice_key, bob_key)))
         self.next_id += 1
 
     def next_blocks(self, count: int) -> list[KeyBlock]:

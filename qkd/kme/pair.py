@@ -21,7 +21,6 @@ experiments only) make a site keep delivered key bits instead of erasing them, s
 
 from __future__ import annotations
 
-import hmac
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -32,7 +31,7 @@ from qkd.keystore import KeyStore
 from qkd.kme._api import Limits
 from qkd.kme._service import KMEService, LocalPeerLink, SiteConfig
 from qkd.kme.client import AsyncKMEClient, KMEClient
-from qkd.kme.feed import KeyBlock, KeyFeed
+from qkd.kme.feed import KeyBlock, KeyFeed, agreed_key
 from qkd.kme.server import KMEServer, TLSFiles
 
 __all__ = ["KMEPair", "PairCredentials"]
@@ -138,11 +137,9 @@ class KMEPair:
         Site A keeps ``alice_key``, site B ``bob_key``; they must be equal (checked in
         constant time; a mismatch is refused and nothing is stored).
         """
-        if len(alice_key) != len(bob_key) or not hmac.compare_digest(alice_key, bob_key):
-            raise ValueError("the two ends of the link distilled different keys; block refused")
+        data = agreed_key(alice_key, bob_key)
         with self._feed_lock:
-            block_id = self.next_block_id()
-            self.push(KeyBlock(block_id, bytes(alice_key)))
+            self.push(KeyBlock(self.next_block_id(), data))
 
     def next_block_id(self) -> int:
         """The first block ID neither site holds yet (where a restarted feed resumes)."""

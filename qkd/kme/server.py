@@ -378,12 +378,9 @@ def probe_tls_group(host: str, port: int, tls: TLSFiles) -> str:
     """
     from OpenSSL import SSL  # bundled OpenSSL; only needed for this probe
 
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-    ctx.load_verify_locations(tls.ca_file)
-    ctx.use_certificate_chain_file(tls.cert_file)
-    ctx.use_privatekey_file(tls.key_file)
-    ctx.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+    from qkd.kme._openssl4 import client_context
+
+    ctx = client_context(tls.ca_file, tls.cert_file, tls.key_file)
     with contextlib.suppress(AttributeError, SSL.Error):
         ctx.set_groups(["X25519MLKEM768", "X25519"])  # type: ignore[attr-defined]
     with socket.create_connection((host, port), timeout=5) as raw:
