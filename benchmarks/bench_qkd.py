@@ -35,6 +35,7 @@ from qkd.sim import (
     LinkParams,
     PostProcessingParams,
     QKDLink,
+    _cascade_jit,
     binary_entropy,
     photon_model,
     reconcile,
@@ -196,6 +197,7 @@ def _link(quick: bool, p_z: float, label: str) -> list[Result]:
                 f"same seed and blocks; numba Cascade kernels vs the pure-numpy engine "
                 f"(HYBRIDCHAN_NO_NUMBA=1 path): numpy {nump.secret_bits / nump_cpu / 1e6:.3f} "
                 f"Mb/s secret per CPU s, numba {secret / cpu / 1e6:.3f}"
+                + ("" if _cascade_jit.available() else " (numba unavailable: both runs numpy)")
             ),
         ),
         Result(f"qkd/post{label}/raw_bits_in_per_s", raw_in / wall, "bit/s"),

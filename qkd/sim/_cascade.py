@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from qkd.sim import _cascade_jit
-from qkd.sim._errors import ParameterError, ReconciliationError
+from qkd.sim._errors import ParameterError
 
 __all__ = ["CascadeResult", "cascade_block_sizes", "reconcile"]
 
@@ -130,12 +130,7 @@ class _Engine:
         self.n, self.n_pad, self.width = n, n_pad, n_pad + 1
         self.sizes = sizes
         self.tops = [k.bit_length() - 1 for k in sizes]
-        self.off = np.zeros((len(sizes), max(self.tops) + 1), dtype=np.int64)
-        at = 0
-        for i, top in enumerate(self.tops):
-            for lev in range(top + 1):
-                self.off[i, lev] = at
-                at += n_pad >> lev
+        self.off, at = _cascade_jit.slot_offsets(self.tops, n_pad)
         self.known = np.full(at, -1, dtype=np.int8)
         self.mis = np.zeros(at, dtype=np.uint8)
         self.prefix = np.empty((len(sizes), self.width), dtype=np.uint8)
@@ -241,7 +236,7 @@ class _Engine:
         pid = np.full(starts.size, i, dtype=np.int64)
         real = -(-n // k)  # blocks of pure padding have public parity 0
         reply = self.send("alice", "cascade-block-parities", np.packbits(a_par[:real]).tobytes())
-        a_par[:real] = np.unpackbits(np.frombuffer(reply, dtype=np.uint8))[:real]
+        a_par[:real] = _cascade_jit.unpack_reply(reply, real)
         self.disclosed += real
         self.rounds += 1
         top_slots = self.off[i, top] + (starts >> top)
@@ -292,11 +287,7 @@ class _Engine:
         found = np.unique(self._to_orig(np.concatenate(done_pid), np.concatenate(done_st)))
         self._flip(found)
         self.flips += int(found.size)
-        if self.flips > self.n // 2 + 64:
-            raise ReconciliationError(
-                "Cascade did not converge (more flips than half the key): Alice's parities "
-                "are inconsistent; the channel was tampered with or the QBER is far too high"
-            )
+        _cascade_jit.check_converged(self.flips, self.n)
         self._toggle(found)
         self.dirty.append(found)
 
@@ -309,7 +300,7 @@ class _Engine:
         self.send("bob", "cascade-request", request.tobytes())
         a_par, b_par = self._parities(pid, st, half)
         reply = self.send("alice", "cascade-parities", np.packbits(a_par).tobytes())
-        a_rx = np.unpackbits(np.frombuffer(reply, dtype=np.uint8))[: st.size]
+        a_rx = _cascade_jit.unpack_reply(reply, int(st.size))
         self.disclosed += int(st.size)
         self.rounds += 1
         self.known[slots] = a_rx.astype(np.int8)

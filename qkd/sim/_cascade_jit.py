@@ -33,7 +33,14 @@ import numpy as np
 
 from qkd.sim._errors import ParameterError, ReconciliationError
 
-__all__ = ["JitEngine", "available", "restrict_permutation"]
+__all__ = [
+    "JitEngine",
+    "available",
+    "check_converged",
+    "restrict_permutation",
+    "slot_offsets",
+    "unpack_reply",
+]
 
 Send = Callable[[str, str, bytes], bytes]
 
@@ -414,12 +421,7 @@ class JitEngine:
         self.sizes = sizes
         self.tops = np.array([k.bit_length() - 1 for k in sizes], dtype=np.int64)
         passes = len(sizes)
-        self.off = np.zeros((passes, int(self.tops.max()) + 1), dtype=np.int64)
-        at = 0
-        for i, top in enumerate(self.tops.tolist()):
-            for lev in range(top + 1):
-                self.off[i, lev] = at
-                at += n_pad >> lev
+        self.off, at = slot_offsets(self.tops.tolist(), n_pad)
         # per interval: 0 = Alice's parity unknown, else _KNOWN | her parity | mismatch << 1;
         # zero-initialised, so the pages of never-touched levels are never written
         self.state = np.zeros(at, dtype=np.uint8)
@@ -472,7 +474,7 @@ class JitEngine:
             self.unscanned.add(i)
         real = -(-n // k)  # blocks of pure padding have public parity 0
         reply = self.send("alice", "cascade-block-parities", np.packbits(a_par[:real]).tobytes())
-        a_par[:real] = _unpack(reply, real)
+        a_par[:real] = unpack_reply(reply, real)
         self.disclosed += real
         self.rounds += 1
         self.loaded = i + 1
@@ -591,11 +593,7 @@ class JitEngine:
         )
         self.flips += int(found.size)
         self.total ^= (found.size & 1) << 1
-        if self.flips > self.n // 2 + 64:
-            raise ReconciliationError(
-                "Cascade did not converge (more flips than half the key): Alice's parities "
-                "are inconsistent; the channel was tampered with or the QBER is far too high"
-            )
+        check_converged(self.flips, self.n)
         return found
 
     def _settle(self, found: np.ndarray) -> None:
@@ -637,5 +635,27 @@ def _checked(reply: bytes, count: int) -> np.ndarray:
     return np.frombuffer(reply, dtype=np.uint8)
 
 
-def _unpack(reply: bytes, count: int) -> np.ndarray:
+def slot_offsets(tops: list[int], n_pad: int) -> tuple[np.ndarray, int]:
+    """Where pass i's intervals of size 2^l start in the flat per-interval arrays
+    (``off[i, l]``), and those arrays' length; shared by both engines."""
+    off = np.zeros((len(tops), max(tops) + 1), dtype=np.int64)
+    at = 0
+    for i, top in enumerate(tops):
+        for lev in range(top + 1):
+            off[i, lev] = at
+            at += n_pad >> lev
+    return off, at
+
+
+def unpack_reply(reply: bytes, count: int) -> np.ndarray:
+    """Alice's ``count`` parities from a delivered reply (both engines)."""
     return np.unpackbits(_checked(reply, count))[:count]
+
+
+def check_converged(flips: int, n: int) -> None:
+    """More flips than half the key means Alice's parities are inconsistent (both engines)."""
+    if flips > n // 2 + 64:
+        raise ReconciliationError(
+            "Cascade did not converge (more flips than half the key): Alice's parities "
+            "are inconsistent; the channel was tampered with or the QBER is far too high"
+        )

@@ -45,16 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from qkd.sim._cascade import CascadeResult, cascade_block_sizes
+from qkd.sim._cascade import CascadeResult, Send, _no_channel, cascade_block_sizes
 from qkd.sim._errors import ParameterError, ReconciliationError
 
 __all__ = ["reconcile_reference"]
-
-Send = Callable[[str, str, bytes], bytes]
-
-
-def _no_channel(sender: str, kind: str, payload: bytes) -> bytes:
-    return payload
 
 
 class _Pass:

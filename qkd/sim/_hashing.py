@@ -22,7 +22,6 @@ hash: two different strings of L bytes collide with probability <= 8 ceil(L/16) 
 from __future__ import annotations
 
 import hmac
-import math
 
 import numpy as np
 from cryptography.hazmat.primitives.poly1305 import Poly1305
@@ -35,7 +34,6 @@ __all__ = [
     "toeplitz_hash_direct",
     "toeplitz_hash_many",
     "toeplitz_hash_pair",
-    "verification_collision_bound",
     "verification_tag",
     "verify_tags",
 ]
@@ -199,9 +197,3 @@ def verification_tag(bits: np.ndarray, key: bytes) -> bytes:
 
 def verify_tags(tag_alice: bytes, tag_bob: bytes) -> bool:
     return hmac.compare_digest(tag_alice, tag_bob)
-
-
-def verification_collision_bound(n_bits: int) -> float:
-    """Probability that different corrected strings still pass verification."""
-    length = (n_bits + 7) // 8 + 8
-    return 8 * math.ceil(length / 16) / 2.0**106

@@ -35,7 +35,7 @@ import numpy as np
 from qkd.sim._cascade import reconcile
 from qkd.sim._channel import AuthenticatedChannel, AuthKeyPool, Tamper
 from qkd.sim._errors import AuthenticationError, ParameterError, ReconciliationError
-from qkd.sim._estimation import DecoyEstimate, binary_entropy, estimate_decoy, secret_key_length
+from qkd.sim._estimation import DecoyEstimate, estimate_decoy, secret_key_length
 from qkd.sim._hashing import (
     VERIFY_TAG_BITS,
     toeplitz_hash_pair,
@@ -455,6 +455,3 @@ def simulate_link(
 ) -> LinkResult:
     """Run ``blocks`` blocks of a fresh link; see :class:`QKDLink`."""
     return QKDLink(link, post, rng=rng, psk=psk).run(blocks, sink, progress=progress)
-
-
-_ = binary_entropy  # re-exported for callers computing efficiencies

@@ -211,24 +211,27 @@ def test_cascade_compiled_engine_sends_the_same_transcript(
     assert fast_log == slow_log
 
 
-def test_cascade_compiled_engine_rejects_a_short_reply() -> None:
-    """A truncated parity reply fails closed instead of reading past the message."""
-    pytest.importorskip("numba", reason="the compiled Cascade engine needs numba")
-    from qkd.sim import _cascade_jit
+@pytest.mark.parametrize("kind", ["cascade-block-parities", "cascade-parities"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_cascade_rejects_a_short_reply(jit: bool, kind: str) -> None:
+    """A truncated parity reply fails closed (typed error) in both engines."""
+    if jit:
+        pytest.importorskip("numba", reason="the compiled Cascade engine needs numba")
+        from qkd.sim import _cascade_jit
 
-    if not _cascade_jit.available():
-        pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA")
+        if not _cascade_jit.available():
+            pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA")
     rng = np.random.default_rng(2)
     n = 4096
     alice = rng.integers(0, 2, n, dtype=np.uint8)
     bob = alice.copy()
     bob[rng.choice(n, 80, replace=False)] ^= 1
 
-    def truncate(sender: str, kind: str, payload: bytes) -> bytes:
-        return payload[:-1] if kind == "cascade-parities" else payload
+    def truncate(sender: str, what: str, payload: bytes) -> bytes:
+        return payload[:-1] if what == kind else payload
 
-    with pytest.raises(ReconciliationError):
-        reconcile(alice, bob, qber_estimate=0.02, rng=rng, send=truncate, jit=True)
+    with pytest.raises(ReconciliationError, match="altered the message"):
+        reconcile(alice, bob, qber_estimate=0.02, rng=rng, send=truncate, jit=jit)
 
 
 def test_no_numba_switch_selects_the_numpy_engine() -> None:
