@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Result", "best_of", "ops_per_second"]
+__all__ = ["Result", "ops_per_second"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +38,6 @@ class Result:
         if self.ratio is not None:
             data["ratio"] = round(self.ratio, 4)
         return data
-
-
-def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> float:
-    """Best wall time in seconds of ``number`` calls of ``fn``, over ``repeat`` rounds."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, time.perf_counter() - start)
-    return best / number
 
 
 def ops_per_second(fn: Callable[[], object], *, min_time: float = 0.3) -> float:

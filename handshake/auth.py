@@ -227,20 +227,15 @@ def verify_peer_certificate(
             "no trust store configured: cannot validate the peer certificate; set trust_store",
             AlertDescription.unknown_ca,
         )
-    moment = _dt.datetime.fromtimestamp(now, _dt.UTC)
-    leaves = [_verify_chain(chain, trust_store, moment, expected_name) for chain in chains]
-    try:
-        keys = tuple(leaf.public_key() for leaf in leaves)
-    except (ValueError, UnsupportedAlgorithm):
-        raise _certificate_error(
-            "peer certificate carries a public key this build cannot use",
-            AlertDescription.bad_certificate,
-        ) from None
+    leaves = [_verify_chain(chain, trust_store, now, expected_name) for chain in chains]
+    for leaf in leaves:
+        if leaf.key_problem is not None:
+            raise _certificate_error(leaf.key_problem, AlertDescription.bad_certificate)
     return PeerAuth(
-        public_keys=keys,
-        algorithms=_algorithms(keys),
-        identity=_common_name(leaves[0]),
-        certificate=leaves[0],
+        public_keys=tuple(leaf.public_key for leaf in leaves),
+        algorithms=tuple(leaf.algorithm for leaf in leaves),
+        identity=leaves[0].common_name,
+        certificate=leaves[0].certificate,
     )
 
 
@@ -289,28 +284,108 @@ def _verify_raw(chains: Sequence[Sequence[bytes]], pinned: Sequence[bytes]) -> P
     return PeerAuth(public_keys=tuple(keys), algorithms=_algorithms(keys), identity=identity)
 
 
-def _parse(der: bytes) -> x509.Certificate:
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What the chain checks need of one DER certificate, extracted once per distinct DER.
+
+    Parsing is a pure function of the bytes, so it is remembered (as NSS and BoringSSL
+    share parsed certificates); the *checks* are not: every handshake compares the
+    validity period with its own clock, checks the CA flag and the name, and verifies the
+    issuer's signature over ``tbs`` with the issuer's key.
+    """
+
+    certificate: x509.Certificate
+    tbs: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    signature_hash: hashes.HashAlgorithm | None
+    issuer: bytes  # DER of the issuer Name
+    subject: bytes  # DER of the subject Name
+    subject_text: str
+    is_ca: bool
+    not_before: float  # POSIX seconds, compared with the handshake clock
+    not_after: float
+    names: frozenset[str] | None  # SAN DNS names (lower case) and IPs; None: no SAN
+    common_name: str
+    public_key: Any = field(repr=False)  # None when key_problem says why
+    algorithm: str
+    key_problem: str | None
+
+    def validity_error(self, now: float) -> AuthenticationError | None:
+        if self.not_before <= now <= self.not_after:
+            return None
+        c, moment = self.certificate, _dt.datetime.fromtimestamp(now, _dt.UTC)
+        return _certificate_error(
+            f"certificate {self.subject_text} is valid only from {c.not_valid_before_utc} "
+            f"to {c.not_valid_after_utc}; it is now {moment:%Y-%m-%d %H:%M:%S} UTC",
+            AlertDescription.certificate_expired,
+        )
+
+
+_PARSED: dict[bytes, _Parsed] = {}
+_MAX_PARSED: Final = 256
+
+
+def _parse(der: bytes) -> _Parsed:
+    """The parsed form of ``der`` (remembered, bounded); malformed DER is bad_certificate."""
+    parsed = _PARSED.get(der)
+    if parsed is None:
+        parsed = _parse_uncached(der)
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[bytes(der)] = parsed
+    return parsed
+
+
+def _parse_uncached(der: bytes) -> _Parsed:
     try:
         cert = x509.load_der_x509_certificate(der)
+        issuer, subject = cert.issuer.public_bytes(), cert.subject.public_bytes()
+        tbs, signature = cert.tbs_certificate_bytes, cert.signature
+        signature_hash = cert.signature_hash_algorithm
+        not_before = cert.not_valid_before_utc.timestamp()
+        not_after = cert.not_valid_after_utc.timestamp()
     except (ValueError, UnsupportedAlgorithm):
         raise _certificate_error(
             "peer certificate is not valid DER X.509 or uses an unsupported key",
             AlertDescription.bad_certificate,
         ) from None
-    return cert
+    key: Any = None
+    algorithm, key_problem = "", None
+    try:
+        key = cert.public_key()
+        algorithm = _algorithm_of(key)
+    except (ValueError, UnsupportedAlgorithm):
+        key_problem = "peer certificate carries a public key this build cannot use"
+    except PKIError as exc:
+        key_problem = str(exc)
+    return _Parsed(
+        certificate=cert,
+        tbs=tbs,
+        signature=signature,
+        signature_hash=signature_hash,
+        issuer=issuer,
+        subject=subject,
+        subject_text=_subject(cert),
+        is_ca=_is_ca(cert),
+        not_before=not_before,
+        not_after=not_after,
+        names=_san_names(cert),
+        common_name=_common_name(cert),
+        public_key=key,
+        algorithm=algorithm,
+        key_problem=key_problem,
+    )
 
 
 def _verify_chain(
-    chain: Sequence[bytes],
-    trust_store: Sequence[x509.Certificate],
-    moment: _dt.datetime,
-    expected_name: str,
-) -> x509.Certificate:
+    chain: Sequence[bytes], trust_store: Sequence[x509.Certificate], now: float, expected_name: str
+) -> _Parsed:
     certs = [_parse(der) for der in chain[:_MAX_CHAIN]]
     for cert in certs:
-        _check_validity(cert, moment)
+        if (error := cert.validity_error(now)) is not None:
+            raise error
     leaf = certs[0]
-    if _is_ca(leaf):
+    if leaf.is_ca:
         raise _certificate_error(
             "peer presented a CA certificate as its end-entity certificate",
             AlertDescription.bad_certificate,
@@ -320,9 +395,9 @@ def _verify_chain(
     for issuer in certs[1:]:
         if anchor is not None:
             break
-        if not _is_ca(issuer) or not _issued_by(current, issuer):
+        if not issuer.is_ca or not _issued_by(current, issuer):
             raise _certificate_error(
-                f"certificate {_subject(current)} is not signed by the next certificate "
+                f"certificate {current.subject_text} is not signed by the next certificate "
                 "in the chain",
                 AlertDescription.bad_certificate,
             )
@@ -330,26 +405,17 @@ def _verify_chain(
         anchor = _trusted_issuer(current, anchors)
     if anchor is None:
         raise _certificate_error(
-            f"no trusted CA issued {_subject(current)}; add its root to trust_store",
+            f"no trusted CA issued {current.subject_text}; add its root to trust_store",
             AlertDescription.unknown_ca,
         )
-    if not anchor.not_before <= moment <= anchor.not_after:
-        _check_validity(anchor.certificate, moment)  # raises certificate_expired
+    if (error := anchor.validity_error(now)) is not None:
+        raise error
     if expected_name and not _matches_name(leaf, expected_name):
         raise _certificate_error(
-            f"peer certificate {_subject(leaf)} is not valid for name {expected_name!r}",
+            f"peer certificate {leaf.subject_text} is not valid for name {expected_name!r}",
             AlertDescription.bad_certificate,
         )
     return leaf
-
-
-def _check_validity(cert: x509.Certificate, moment: _dt.datetime) -> None:
-    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
-        raise _certificate_error(
-            f"certificate {_subject(cert)} is valid only from {cert.not_valid_before_utc} "
-            f"to {cert.not_valid_after_utc}; it is now {moment:%Y-%m-%d %H:%M:%S} UTC",
-            AlertDescription.certificate_expired,
-        )
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -359,40 +425,28 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def _issued_by(cert: _Parsed, issuer: _Parsed) -> bool:
     """Issuer name matches and the issuer's key verifies the certificate signature."""
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        key = _public_key(issuer)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return _signed_by(cert, key)
+    return cert.issuer == issuer.subject and _signed_by(cert, issuer.public_key)
 
 
-def _signed_by(cert: x509.Certificate, key: Any) -> bool:
+def _signed_by(cert: _Parsed, key: Any) -> bool:
     """``key`` verifies the signature of ``cert`` (always checked; never cached)."""
+    if key is None:
+        return False
     try:
         kind = _key_kind(key)
         if kind == _EC:
-            algorithm = cert.signature_hash_algorithm
-            if algorithm is None:
+            if cert.signature_hash is None:
                 return False
-            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+            key.verify(cert.signature, cert.tbs, ec.ECDSA(cert.signature_hash))
         elif kind == _PLAIN:
-            key.verify(cert.signature, cert.tbs_certificate_bytes)
+            key.verify(cert.signature, cert.tbs)
         else:
             return False
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
-
-
-@functools.lru_cache(maxsize=256)
-def _public_key(cert: x509.Certificate) -> Any:
-    """Parsed public key of an issuer (cached: trust anchors are parsed once, as an
-    X509_STORE would)."""
-    return cert.public_key()
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,19 +457,16 @@ class _Anchor:
     signature with ``key`` and checks the anchor's validity period against its clock.
     """
 
-    certificate: x509.Certificate
-    subject: x509.Name
+    parsed: _Parsed
     key: Any  # None: this build cannot use the anchor's key, so it issues nothing
-    not_before: _dt.datetime
-    not_after: _dt.datetime
+
+    def validity_error(self, now: float) -> AuthenticationError | None:
+        return self.parsed.validity_error(now)
 
 
 def _make_anchor(cert: x509.Certificate) -> _Anchor:
-    try:
-        key: Any = cert.public_key()
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        key = None
-    return _Anchor(cert, cert.subject, key, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    parsed = _parse_uncached(cert.public_bytes(serialization.Encoding.DER))
+    return _Anchor(parsed, parsed.public_key)
 
 
 #: Parsed anchors per trust-store tuple (keyed by id, the tuple itself kept alive and
@@ -438,10 +489,10 @@ def _anchors(trust_store: Sequence[x509.Certificate]) -> tuple[_Anchor, ...]:
     return anchors
 
 
-def _trusted_issuer(cert: x509.Certificate, anchors: Sequence[_Anchor]) -> _Anchor | None:
+def _trusted_issuer(cert: _Parsed, anchors: Sequence[_Anchor]) -> _Anchor | None:
     issuer = cert.issuer
     for anchor in anchors:
-        if anchor.key is not None and issuer == anchor.subject and _signed_by(cert, anchor.key):
+        if issuer == anchor.parsed.subject and _signed_by(cert, anchor.key):
             return anchor
     return None
 
@@ -462,11 +513,15 @@ def _common_name(cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def _matches_name(cert: x509.Certificate, name: str) -> bool:
+def _san_names(cert: x509.Certificate) -> frozenset[str] | None:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
-        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     except (x509.ExtensionNotFound, ValueError):
-        names = [_common_name(cert).lower()]
+        return None
+    names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+    return frozenset(names | {str(ip) for ip in san.get_values_for_type(x509.IPAddress)})
+
+
+def _matches_name(cert: _Parsed, name: str) -> bool:
+    names = cert.names if cert.names is not None else {cert.common_name.lower()}
     return name.lower() in names
