@@ -85,7 +85,7 @@ def certificate_message(cfg: HandshakeConfig, certificate_type: int) -> Certific
 def _der_chain(credential: Credential) -> tuple[bytes, ...]:
     """DER of a credential's certificate and chain, encoded once per credential."""
     certs = (credential.certificate, *credential.chain)
-    return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in certs)[:8]
+    return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in certs)
 
 
 def new_qkd_key(cfg: HandshakeConfig, purpose: int) -> tuple[QKDKeyRef, bytes]:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
 from handshake.alerts import AlertDescription
 from handshake.errors import AuthenticationError, PolicyError
-from handshake.messages import CertificateType, SignatureScheme
+from handshake.messages import MAX_CHAIN_LENGTH, CertificateType, SignatureScheme
 from handshake.pki import Credential, PKIError, algorithm_of, spki_der
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "verify_signature",
 ]
 
-_MAX_CHAIN: Final = 8
 _SERVER_CONTEXT: Final = b"hybridchan v1, server CertificateVerify"
 _CLIENT_CONTEXT: Final = b"hybridchan v1, client CertificateVerify"
 
@@ -380,7 +379,7 @@ def _parse_uncached(der: bytes) -> _Parsed:
 def _verify_chain(
     chain: Sequence[bytes], trust_store: Sequence[x509.Certificate], now: float, expected_name: str
 ) -> _Parsed:
-    certs = [_parse(der) for der in chain[:_MAX_CHAIN]]
+    certs = [_parse(der) for der in chain[:MAX_CHAIN_LENGTH]]
     for cert in certs:
         if (error := cert.validity_error(now)) is not None:
             raise error

@@ -13,6 +13,7 @@ from typing import Any
 from cryptography import x509
 
 from handshake.errors import PolicyError
+from handshake.messages import MAX_CHAIN_LENGTH
 from handshake.pki import Credential
 from handshake.policy import AUTH_MODES, GROUP_CODES, Policy, get_policy
 
@@ -121,6 +122,13 @@ class HandshakeConfig:
             raise PolicyError(f"qkd_key_size must be 16..64 bytes, got {self.qkd_key_size}")
         if isinstance(self.credential, tuple) and len(self.credential) != 2:
             raise PolicyError("a composite credential is a pair (ML-DSA-65, Ed25519)")
+        for cred in self.credential if isinstance(self.credential, tuple) else (self.credential,):
+            if cred is not None and 1 + len(cred.chain) > MAX_CHAIN_LENGTH:
+                raise PolicyError(
+                    f"credential {cred.common_name!r} carries {1 + len(cred.chain)} "
+                    f"certificates; a Certificate message holds at most {MAX_CHAIN_LENGTH} "
+                    "(leaf first): drop the root and cross-certificates the peer already trusts"
+                )
 
     @property
     def policy_obj(self) -> Policy:

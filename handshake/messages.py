@@ -23,6 +23,7 @@ from handshake.alerts import AlertDescription
 from handshake.errors import ProtocolError
 
 __all__ = [
+    "MAX_CHAIN_LENGTH",
     "MAX_MESSAGE_SIZE",
     "PROTOCOL_VERSION",
     "AuthMode",
@@ -58,6 +59,8 @@ RANDOM_LEN: Final = 32
 
 _MAX_SHARE = 4096  # ML-KEM-1024 public key 1568 B, X25519MLKEM768 1216 B
 _MAX_CERT = 32768
+#: Certificates per chain in a Certificate message (leaf first).
+MAX_CHAIN_LENGTH: Final = 8
 _MAX_SIG = 8192  # ML-DSA-87 signature 4627 B
 _MAX_ID = 255
 _MAX_KEY_ID = 64
@@ -371,7 +374,7 @@ class Certificate:
         w.uint(self.certificate_type, 1)
         w.count(len(self.chains), 1, 2)
         for chain in self.chains:
-            w.count(len(chain), 1, 8)
+            w.count(len(chain), 1, MAX_CHAIN_LENGTH)
             for der in chain:
                 w.vector(der, 3, _MAX_CERT, 1)
         return w.getvalue()
@@ -380,7 +383,7 @@ class Certificate:
     def decode(cls, body: bytes) -> Certificate:
         r = Reader(body, "Certificate")
         ctype = r.uint(1)
-        chains = tuple(r.items(1, 2, lambda rr: tuple(rr.items(1, 8, _read_cert))))
+        chains = tuple(r.items(1, 2, lambda rr: tuple(rr.items(1, MAX_CHAIN_LENGTH, _read_cert))))
         r.finish()
         if not chains or any(not chain for chain in chains):
             raise ProtocolError("Certificate: empty certificate list")

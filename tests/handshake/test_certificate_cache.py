@@ -1,4 +1,4 @@
-"""The parsed-certificate cache in handshake.auth remembers parsing, never a verdict.
+"""Certificate handling: the parse cache remembers parsing, never a verdict; chain limits.
 
 A certificate seen (and accepted) before must still be checked in full on every
 handshake: clock, trust store, CA signature and name.
@@ -6,14 +6,16 @@ handshake: clock, trust store, CA signature and name.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from handshake import AlertDescription as A
-from handshake import HandshakeError, auth
-from handshake.messages import CertificateType
+from handshake import HandshakeError, PolicyError, auth
+from handshake.messages import MAX_CHAIN_LENGTH, CertificateType
 from handshake.pki import create_ca, issue_certificate
-from tests.handshake.helpers import NOW, NOW_DT, SERVER_NAME, pki
+from tests.handshake.helpers import NOW, NOW_DT, SERVER_NAME, configs, pki
 
 
 def _der(cred: object) -> bytes:
@@ -79,3 +81,14 @@ def test_cache_stays_bounded() -> None:
         )
         _verify(_der(cred), trust=(ca.certificate,), name=f"host{i}.example")
         assert len(auth._PARSED) <= auth._MAX_PARSED
+
+
+def test_overlong_credential_chain_is_refused_at_configuration() -> None:
+    """A chain longer than a Certificate message can carry is an error, not a silent cut."""
+    p = pki()
+    leaf = p.server["ed25519"]
+    long = dataclasses.replace(leaf, chain=(p.ca.certificate,) * MAX_CHAIN_LENGTH)
+    with pytest.raises(PolicyError, match=r"carries 9 certificates.*at most 8"):
+        configs("hybrid", "certificate", server={"credential": long})
+    ok = dataclasses.replace(leaf, chain=(p.ca.certificate,) * (MAX_CHAIN_LENGTH - 1))
+    configs("hybrid", "certificate", server={"credential": ok})
