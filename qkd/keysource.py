@@ -17,7 +17,6 @@ errors defined here.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +87,18 @@ class QKDKeySource(Protocol):
         ...
 
 
+def uuid4_text(random16: bytes) -> str:
+    """``str(uuid.UUID(bytes=random16, version=4))`` without building a UUID object
+    (a key ID per handshake: this is on the hot path)."""
+    if len(random16) != 16:
+        raise ValueError(f"a UUID needs 16 random bytes, got {len(random16)}")
+    b = bytearray(random16)
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class InMemoryKeyPool:
     """Both ends of a simulated QKD link in one process: tests and the embedded demo.
 
@@ -140,7 +151,7 @@ class InMemoryKeyPool:
                     "retry later or lower the rekey rate"
                 )
             self.issued += 1
-            key_id = str(uuid.UUID(bytes=self._random_bytes(16), version=4))
+            key_id = uuid4_text(self._random_bytes(16))
             key = self._random_bytes(size)
             self._pending[key_id] = (master, slave, key)
             return QKDKey(key_id, key)
