@@ -8,7 +8,8 @@ over its bound, or leftover bytes raise :class:`~handshake.errors.ProtocolError`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from handshake.errors import ProtocolError
@@ -36,10 +37,13 @@ class Reader:
 
     def uint(self, size: int) -> int:
         pos = self._pos
-        if size == 1 and pos < len(self._data):  # the common one-byte case, inlined
-            self._pos = pos + 1
+        end = pos + size
+        if end > len(self._data):
+            raise ProtocolError(f"{self._what}: truncated (needed {size} more bytes)")
+        self._pos = end
+        if size == 1:
             return self._data[pos]
-        return int.from_bytes(self._take(size), "big")
+        return int.from_bytes(self._data[pos:end], "big")
 
     def fixed(self, n: int) -> bytes:
         return self._take(n)
@@ -49,6 +53,15 @@ class Reader:
         if not min_len <= n <= max_len:
             raise ProtocolError(f"{self._what}: field length {n} outside {min_len}..{max_len}")
         return self._take(n)
+
+    def u16_list(self, count_size: int, max_count: int) -> tuple[int, ...]:
+        """A counted list of 16-bit values, e.g. code points (one unpack, not n reads)."""
+        n = self.uint(count_size)
+        if n > max_count:
+            raise ProtocolError(f"{self._what}: {n} items exceed the limit of {max_count}")
+        pos = self._pos
+        self._take(2 * n)
+        return struct.unpack_from(f">{n}H", self._data, pos)
 
     def text(self, prefix: int, max_len: int, min_len: int = 0) -> str:
         raw = self.vector(prefix, max_len, min_len)
@@ -89,7 +102,9 @@ class Writer:
     def vector(self, data: bytes, prefix: int, max_len: int, min_len: int = 0) -> None:
         if not min_len <= len(data) <= max_len:
             raise ValueError(f"field length {len(data)} outside {min_len}..{max_len}")
-        self._out += len(data).to_bytes(prefix, "big") + data
+        out = self._out
+        out += len(data).to_bytes(prefix, "big")
+        out += data
 
     def text(self, value: str, prefix: int, max_len: int, min_len: int = 0) -> None:
         self.vector(value.encode("ascii"), prefix, max_len, min_len)
@@ -98,6 +113,10 @@ class Writer:
         if n > max_count:
             raise ValueError(f"{n} items exceed the limit of {max_count}")
         self.uint(n, size)
+
+    def u16_list(self, values: Sequence[int], count_size: int, max_count: int) -> None:
+        self.count(len(values), count_size, max_count)
+        self._out += struct.pack(f">{len(values)}H", *values)
 
     def getvalue(self) -> bytes:
         return bytes(self._out)

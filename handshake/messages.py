@@ -191,13 +191,11 @@ class PSKOffer:
 
 
 def _read_u16_list(r: Reader, max_count: int) -> tuple[int, ...]:
-    return tuple(r.items(1, max_count, lambda rr: rr.uint(2)))
+    return r.u16_list(1, max_count)
 
 
 def _write_u16_list(w: Writer, values: Sequence[int], max_count: int) -> None:
-    w.count(len(values), 1, max_count)
-    for v in values:
-        w.uint(v, 2)
+    w.u16_list(values, 1, max_count)
 
 
 def _read_flag(r: Reader, what: str) -> bool:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handshake import ClientHandshake, Epoch, HandshakeError, ProtocolError, ServerHandshake
+from handshake._codec import Reader, Writer
 from handshake.alerts import AlertDescription, decode_alert, encode_alert
 from handshake.messages import (
     MAX_MESSAGE_SIZE,
@@ -151,6 +152,24 @@ def test_unknown_type_and_trailing_bytes() -> None:
         Finished.decode(bytes(49))
     with pytest.raises(ProtocolError, match="truncated"):
         Finished.decode(bytes(47))
+
+
+@given(st.lists(st.integers(0, 0xFFFF), max_size=16))
+def test_u16_list_round_trip(values: list[int]) -> None:
+    w = Writer()
+    w.u16_list(values, 1, 16)
+    r = Reader(w.getvalue(), "list")
+    assert r.u16_list(1, 16) == tuple(values)
+    r.finish()
+
+
+def test_u16_list_bounds() -> None:
+    with pytest.raises(ProtocolError, match="exceed the limit of 2"):
+        Reader(bytes([3]) + bytes(6), "list").u16_list(1, 2)
+    with pytest.raises(ProtocolError, match="truncated"):
+        Reader(bytes([3]) + bytes(5), "list").u16_list(1, 16)
+    with pytest.raises(ProtocolError, match="truncated"):
+        Reader(b"", "list").u16_list(1, 16)
 
 
 # -- fuzzing ------------------------------------------------------------------------------
