@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from qkd.sim import _cascade_jit
+from qkd.sim._cascade_jit import BaseInverse, Shuffle
 from qkd.sim._errors import ParameterError
 
 __all__ = ["CascadeResult", "cascade_block_sizes", "reconcile"]
@@ -123,7 +124,7 @@ class _Engine:
         bob: np.ndarray,
         n: int,
         sizes: tuple[int, ...],
-        shuffles: list[tuple[np.ndarray, np.ndarray, int, int] | None],
+        shuffles: list[Shuffle | None],
         send: Send,
     ) -> None:
         n_pad = alice.size
@@ -141,7 +142,7 @@ class _Engine:
         self.add = np.array([0 if sh is None else sh[3] for sh in shuffles], dtype=np.int64)
         self.shuffled = np.array([sh is not None for sh in shuffles])
         self.base: np.ndarray | None = None
-        self.base_inv: np.ndarray | None = None
+        self.base_inv: BaseInverse | None = None
         # Alice's bit in bit 0, Bob's in bit 1: one gather serves both parties' parities;
         # ``store_b`` is the same in ``base`` order, twice over, then the padding
         self.store = alice | (bob << 1)
@@ -372,31 +373,39 @@ def _public_permutation(size: int) -> np.ndarray:
     return perm
 
 
+@functools.lru_cache(maxsize=2)
+def _public_inverse(size: int) -> np.ndarray:
+    perm = _public_permutation(size)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(size, dtype=perm.dtype)
+    inv.setflags(write=False)
+    return inv
+
+
 @functools.lru_cache(maxsize=4)
-def _public_base(n: int) -> tuple[np.ndarray, np.ndarray]:
+def _public_base(n: int) -> tuple[np.ndarray, BaseInverse]:
     """A uniformly random permutation of [0, n) (and its inverse), public and fixed.
 
     The elements below n of a uniform permutation of [0, 2^k), in order, are a uniform
-    permutation of [0, n): one filter pass instead of a fresh shuffle per block.
+    permutation of [0, n): one filter pass instead of a fresh shuffle per block. The
+    inverse is looked up on demand (:class:`BaseInverse`); only flipped bits need it.
     """
-    full = _public_permutation(1 << max(4, (n - 1).bit_length()))
-    if _cascade_jit.available():  # one pass instead of filter + scatter (~4x faster)
-        base, base_inv = _cascade_jit.restrict_permutation(full, n)
+    size = 1 << max(4, (n - 1).bit_length())
+    full = _public_permutation(size)
+    if _cascade_jit.available():  # one pass instead of two
+        base, skipped = _cascade_jit.restrict_permutation(full, n)
     else:
-        base = full[full < n]
-        base_inv = np.empty_like(base)
-        base_inv[base] = np.arange(n, dtype=base.dtype)
+        keep = full < n
+        base, skipped = full[keep], np.flatnonzero(~keep)
     base.setflags(write=False)
-    base_inv.setflags(write=False)
-    return base, base_inv
+    skipped.setflags(write=False)
+    return base, BaseInverse(_public_inverse(size), skipped)
 
 
-def _shuffles(
-    seed: bytes, n: int, passes: int
-) -> list[tuple[np.ndarray, np.ndarray, int, int] | None]:
+def _shuffles(seed: bytes, n: int, passes: int) -> list[Shuffle | None]:
     rng = np.random.default_rng(int.from_bytes(seed, "big"))
     base, base_inv = _public_base(n)
-    out: list[tuple[np.ndarray, np.ndarray, int, int] | None] = [None]
+    out: list[Shuffle | None] = [None]
     for _ in range(passes - 1):
         while True:
             a = int(rng.integers(1, max(2, n)))

@@ -12,9 +12,11 @@ engine, and Bob reads Alice's parities from what ``send`` delivers: the transcri
 byte-identical (tests compare them).
 
 Bob's parities: ``prefix[i]`` holds the pass-ordered prefix xor of Alice's (bit 0) and
-Bob's (bit 1) bits when pass i was loaded; the bits Bob flipped since are kept in one
-xor Fenwick tree per pass (instead of the numpy engine's sorted key list), so an interval
-parity is two prefix lookups and two O(log n) tree queries.
+Bob's (bit 1) bits when pass i's row was built. Every interval Cascade asks about is
+dyadic (a half of a known interval), so the bits Bob flipped since are kept as one *flip
+bit* per interval (the parity of his flips inside it, toggled along the flipped bit's
+ancestors, instead of the numpy engine's sorted key list): an interval parity is two
+prefix lookups and one state lookup.
 
 numba is optional and imported on first use: without it (or with
 ``HYBRIDCHAN_NO_NUMBA=1``) :func:`available` is false and :func:`qkd.sim.reconcile` uses
@@ -34,6 +36,7 @@ import numpy as np
 from qkd.sim._errors import ParameterError, ReconciliationError
 
 __all__ = [
+    "BaseInverse",
     "JitEngine",
     "available",
     "check_converged",
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 Send = Callable[[str, str, bytes], bytes]
+Shuffle = tuple[np.ndarray, "BaseInverse", int, int]
+"""One shuffled pass: public base order, its inverse, multiplier a and offset b."""
 
 
 @functools.cache
@@ -112,19 +117,24 @@ def _load_pass(
 
     Shuffled pass position p reads position (a p + b) mod n of the packed ``base``-order
     copy: one multiply-free step per bit and a 2-bit field of a quarter-size array.
-    Without the prefix row, the last block holding key bits is not gathered: its parity
-    is ``total`` (both parties' parity of the whole string) xor the other blocks'.
+    Without the prefix row, the block holding the most key bits (the first one when the
+    last is partial, e.g. 2^19 of them against 426k at n = 950k) is not gathered: its
+    parity is ``total`` (both parties' parity of the whole string) xor the other blocks'.
     """
     n_pad = store.size
     acc = np.uint8(0)
     cur = b
     p = 0
-    last = (n - 1) // k if not with_prefix else -1
+    skip = -1
+    if not with_prefix:
+        last = (n - 1) // k  # the last block holding key bits; only padding follows
+        skip = 0 if last > 0 and n - last * k < k else last
     rest = total
     for blk in range(n_pad // k):
         par = np.uint8(0)
-        if blk == last:
-            p = (blk + 1) * k  # only padding (parity 0) follows
+        if blk == skip:
+            p = (blk + 1) * k
+            cur = (a * p + b) % n  # the shuffled walk resumes after the skipped block
             continue
         end = min(p + k, n) if shuffled else p
         while p < end:
@@ -147,9 +157,9 @@ def _load_pass(
         a_par[blk] = par & 1
         b_par[blk] = (par >> 1) & 1
         rest ^= int(par)
-    if last >= 0:
-        a_par[last] = rest & 1
-        b_par[last] = (rest >> 1) & 1
+    if skip >= 0:
+        a_par[skip] = rest & 1
+        b_par[skip] = (rest >> 1) & 1
 
 
 def _set_top(
@@ -165,7 +175,8 @@ def _set_top(
     base = off[i, top]
     count = 0
     for blk in range(a_par.size):
-        state[base + blk] = _KNOWN | a_par[blk] | ((a_par[blk] ^ b_par[blk]) << 1)
+        mis = (a_par[blk] ^ b_par[blk]) << 1
+        state[base + blk] = (state[base + blk] & _FLIP) | _KNOWN | a_par[blk] | mis
         if a_par[blk] != b_par[blk]:
             count += 1
     out = np.empty(count, dtype=np.int64)
@@ -185,7 +196,6 @@ def _prepare(
     off: np.ndarray,
     state: np.ndarray,
     prefix: np.ndarray,
-    fen: np.ndarray,
     need: np.ndarray,
     request: np.ndarray,
     a_packed: np.ndarray,
@@ -200,20 +210,11 @@ def _prepare(
     for j in range(m):
         p, lv, s = pid[j], lev[j], st[j]
         left = off[p, lv - 1] + (s >> (lv - 1))
-        if state[left] == 0:
+        if state[left] & _KNOWN == 0:
             need[cnt] = j
-            lo, hi = s, s + (1 << (lv - 1))
-            x = prefix[p, hi] ^ prefix[p, lo]
-            bob = (x >> 1) & 1
-            y = hi
-            while y > 0:  # Bob's flips since the row was built: xor Fenwick queries
-                bob ^= fen[p, y]
-                y -= y & -y
-            y = lo
-            while y > 0:
-                bob ^= fen[p, y]
-                y -= y & -y
-            b_bits[cnt] = bob
+            x = prefix[p, s + (1 << (lv - 1))] ^ prefix[p, s]
+            # Bob's bit at scan time, toggled by his flips inside the half since then
+            b_bits[cnt] = ((x >> 1) ^ (state[left] >> 3)) & 1
             r = 6 * cnt
             request[r] = s & 0xFF
             request[r + 1] = (s >> 8) & 0xFF
@@ -254,7 +255,7 @@ def _step(
         j = need[c]
         left = off[pid[j], lev[j] - 1] + (st[j] >> (lev[j] - 1))
         a_rx = (reply[c >> 3] >> (7 - (c & 7))) & 1
-        state[left] = _KNOWN | a_rx | ((b_bits[c] ^ a_rx) << 1)
+        state[left] = (state[left] & _FLIP) | _KNOWN | a_rx | ((b_bits[c] ^ a_rx) << 1)
     mis_left = scratch[:m, 0]
     kval = scratch[:m, 1]
     for j in range(m):
@@ -264,13 +265,13 @@ def _step(
         kval[j] = (state[parent] ^ state[left]) & 1
     for j in range(m):
         left = off[pid[j], lev[j] - 1] + (st[j] >> (lev[j] - 1))
-        state[left + 1] = (state[left + 1] & 2) | _KNOWN | kval[j]
+        state[left + 1] = (state[left + 1] & (2 | _FLIP)) | _KNOWN | kval[j]
     for j in range(m):
         parent = off[pid[j], lev[j]] + (st[j] >> lev[j])
         kval[j] = ((state[parent] >> 1) & 1) ^ mis_left[j]
     for j in range(m):
         left = off[pid[j], lev[j] - 1] + (st[j] >> (lev[j] - 1))
-        state[left + 1] = (state[left + 1] & 5) | (kval[j] << 1)
+        state[left + 1] = (state[left + 1] & (5 | _FLIP)) | (kval[j] << 1)
     keep = 0
     for j in range(m):
         lv = lev[j] - 1
@@ -297,17 +298,18 @@ def _flip_all(
     a_inv: np.ndarray,
     shuffled: np.ndarray,
     base: np.ndarray,
-    base_inv: np.ndarray,
+    full_inv: np.ndarray,
+    skipped: np.ndarray,
     store: np.ndarray,
     store_q: np.ndarray,
     state: np.ndarray,
-    fen: np.ndarray,
     scanned: np.ndarray,
-) -> np.ndarray:
-    """Bob flips the bits the searches found (original order, de-duplicated).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bob flips the bits the searches found (original order, de-duplicated); returns
+    them and their places in ``base`` order (see :class:`BaseInverse`; -1: unshuffled).
 
-    Each flip toggles the mismatch of its known ancestors in every loaded pass and is
-    entered in the Fenwick tree of every pass whose prefix row is built.
+    Each flip toggles the mismatch of its known ancestors in every loaded pass and, in
+    every pass whose prefix row is built, the flip bit of every interval containing it.
     """
     orig = np.empty(done_pid.size, dtype=np.int64)
     for j in range(done_pid.size):
@@ -317,27 +319,47 @@ def _flip_all(
         else:
             orig[j] = pos
     found = np.unique(orig)
-    width = fen.shape[1]
-    for f in found:
+    # their places in base order (BaseInverse); many lookups are one merge of the sorted
+    # places with ``skipped`` (a binary search per flip costs ~0.3 us in cache misses)
+    found_q = np.full(found.size, -1, dtype=np.int64)
+    for t in range(found.size if full_inv.size else 0):
+        if found[t] < n:
+            found_q[t] = full_inv[found[t]]
+    if 128 * found.size < skipped.size:
+        for t in range(found.size):
+            if found_q[t] >= 0:
+                found_q[t] -= np.searchsorted(skipped, found_q[t])
+    else:
+        k = 0
+        for t in np.argsort(found_q):
+            v = found_q[t]
+            if v >= 0:
+                while k < skipped.size and skipped[k] < v:
+                    k += 1
+                found_q[t] = v - k
+    for t in range(found.size):
+        f = found[t]
         store[f] ^= 2
-        if f < n and store_q.size:
-            q = base_inv[f]
+        q = found_q[t]
+        if q >= 0:
             store_q[q >> 2] ^= 2 << (2 * (q & 3))
         for i in range(loaded):
             pos = f
             if shuffled[i] and f < n:
-                pos = ((base_inv[f] - add[i]) * a_inv[i]) % n
-            # known intervals are closed under taking parents: walk down from the top
+                pos = ((q - add[i]) * a_inv[i]) % n
+            # known intervals are closed under taking parents: walk down from the top;
+            # unscanned passes keep no flip bits (their row is built from ``store``)
+            known = True
             for lv in range(tops[i], -1, -1):
                 slot = off[i, lv] + (pos >> lv)
-                if state[slot] == 0:
+                known = known and state[slot] & _KNOWN != 0
+                if known:
+                    state[slot] ^= 2
+                elif not scanned[i]:
                     break
-                state[slot] ^= 2
-            x = pos + 1 if scanned[i] else width  # unscanned rows are rebuilt from ``store``
-            while x < width:
-                fen[i, x] ^= 1
-                x += x & -x
-    return found
+                if scanned[i]:
+                    state[slot] ^= _FLIP
+    return found, found_q
 
 
 def _dirty_intervals(
@@ -349,7 +371,7 @@ def _dirty_intervals(
     add: np.ndarray,
     a_inv: np.ndarray,
     shuffled: np.ndarray,
-    base_inv: np.ndarray,
+    found_q: np.ndarray,
     state: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Smallest known, no longer matching interval above each flipped bit, per pass."""
@@ -361,14 +383,14 @@ def _dirty_intervals(
     at = 0
     for i in range(loaded):
         cnt = 0
-        for f in found:
-            pos = f
-            if shuffled[i] and f < n:
-                pos = ((base_inv[f] - add[i]) * a_inv[i]) % n
+        for t in range(found.size):
+            pos = found[t]
+            if shuffled[i] and pos < n:
+                pos = ((found_q[t] - add[i]) * a_inv[i]) % n
             best = -1
             for lv in range(tops[i], -1, -1):  # known intervals are closed under parents
                 slot = off[i, lv] + (pos >> lv)
-                if state[slot] == 0:
+                if state[slot] & _KNOWN == 0:
                     break
                 if state[slot] & 2:
                     best = lv
@@ -385,22 +407,48 @@ def _dirty_intervals(
 
 
 def _restrict_permutation(full: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The elements below n of permutation ``full``, in order, and their inverse."""
+    """The elements below n of permutation ``full``, in order, and where the others sit."""
     base = np.empty(n, dtype=full.dtype)
-    base_inv = np.empty(n, dtype=full.dtype)
+    skipped = np.empty(full.size - n, dtype=np.int64)
     at = 0
-    for v in full:
+    for j in range(full.size):
+        v = full[j]
         if v < n:
             base[at] = v
-            base_inv[v] = at
             at += 1
-    return base, base_inv
+        else:
+            skipped[j - at] = j
+    return base, skipped
 
 
 def restrict_permutation(full: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The elements below n of permutation ``full``, in order, and their inverse."""
+    """The elements below n of permutation ``full``, in order, and (sorted) the indices
+    of ``full`` holding the others."""
     out: tuple[np.ndarray, np.ndarray] = _k()._restrict_permutation(full, n)
     return out
+
+
+class BaseInverse:
+    """``base_inv[v]``: the place of value v in ``base`` (the elements < n of ``full``).
+
+    Computed on demand: v sits at ``full_inv[v]`` in ``full``, and the ``skipped`` entries
+    (>= n) before that index are missing from ``base``. Only Bob's flipped bits are ever
+    looked up, so no block pays for n scattered writes to build the whole inverse.
+    """
+
+    __slots__ = ("full_inv", "skipped")
+
+    def __init__(self, full_inv: np.ndarray, skipped: np.ndarray) -> None:
+        self.full_inv = full_inv
+        self.skipped = skipped
+
+    def __repr__(self) -> str:
+        return f"BaseInverse(n={self.full_inv.size - self.skipped.size})"
+
+    def __getitem__(self, values: np.ndarray) -> np.ndarray:
+        at = self.full_inv[values].astype(np.int64)
+        out: np.ndarray = at - np.searchsorted(self.skipped, at)
+        return out
 
 
 # -- the engine ---------------------------------------------------------------------------
@@ -413,7 +461,7 @@ class JitEngine:
         bob: np.ndarray,
         n: int,
         sizes: tuple[int, ...],
-        shuffles: list[tuple[np.ndarray, np.ndarray, int, int] | None],
+        shuffles: list[Shuffle | None],
         send: Send,
     ) -> None:
         n_pad = alice.size
@@ -422,11 +470,14 @@ class JitEngine:
         self.tops = np.array([k.bit_length() - 1 for k in sizes], dtype=np.int64)
         passes = len(sizes)
         self.off, at = slot_offsets(self.tops.tolist(), n_pad)
-        # per interval: 0 = Alice's parity unknown, else _KNOWN | her parity | mismatch << 1;
-        # zero-initialised, so the pages of never-touched levels are never written
+        # per interval: _KNOWN clear = Alice's parity unknown, else _KNOWN | her parity |
+        # mismatch << 1; plus _FLIP, the parity of Bob's flips inside it since the pass's
+        # prefix row was built (scanned passes only). Zero-initialised, so the pages of
+        # never-touched levels are never written.
         self.state = np.zeros(at, dtype=np.uint8)
-        self.prefix = np.zeros((passes, self.width), dtype=np.uint8)
-        self.fen = np.zeros((passes, self.width), dtype=np.uint8)
+        # rows are written whole when a pass is scanned and read only after that
+        self.prefix = np.empty((passes, self.width), dtype=np.uint8)
+        self.prefix[:, 0] = 0
         self.mult = np.array([1 if sh is None else sh[2] for sh in shuffles], dtype=np.int64)
         self.add = np.array([0 if sh is None else sh[3] for sh in shuffles], dtype=np.int64)
         self.a_inv = np.array(
@@ -436,11 +487,13 @@ class JitEngine:
         self.store = alice | (bob << 1)
         self.total = int(np.bitwise_xor.reduce(self.store))  # both parities of the string
         empty = np.zeros(0, dtype=np.int32)
-        self.base, self.base_inv, self.store_q = empty, empty, np.zeros(0, dtype=np.uint8)
+        self.base, self.full_inv, self.store_q = empty, empty, np.zeros(0, dtype=np.uint8)
+        self.skipped = np.zeros(0, dtype=np.int64)
         for sh in shuffles:
             if sh is not None:
                 self.base = np.ascontiguousarray(sh[0], dtype=np.int32)
-                self.base_inv = np.ascontiguousarray(sh[1], dtype=np.int32)
+                self.full_inv = np.ascontiguousarray(sh[1].full_inv, dtype=np.int32)
+                self.skipped = np.ascontiguousarray(sh[1].skipped, dtype=np.int64)
                 self.store_q = _k()._pack_base(self.store, self.base, n)
                 break
         self.send = send
@@ -483,7 +536,7 @@ class JitEngine:
             found = self.binary(
                 np.full(odd.size, i, dtype=np.int64), np.full(odd.size, top, dtype=np.int64), odd
             )
-            self._settle(found)
+            self._settle(*found)
 
     def _load(self, i: int, with_prefix: bool, a_par: np.ndarray, b_par: np.ndarray) -> None:
         _k()._load_pass(
@@ -505,20 +558,25 @@ class JitEngine:
     def _scan(self, pid: np.ndarray) -> None:
         """Build the prefix rows of passes ``pid`` from Bob's *current* bits.
 
-        The row then already contains every flip so far, so that pass's Fenwick tree of
-        later flips starts empty again. Alice's bits never change: her row is the same.
+        The row then already contains every flip so far; the pass's flip bits are still
+        all clear (only scanned passes' are toggled), so they count later flips only.
+        Alice's bits never change: her row is the same.
         """
         if not self.unscanned:
             return
         for i in set(np.unique(pid).tolist()) & self.unscanned:
             blocks = self.n_pad // self.sizes[i]
             self._load(i, True, np.empty(blocks, np.uint8), np.empty(blocks, np.uint8))
-            self.fen[i] = 0
             self.scanned[i] = True
             self.unscanned.discard(i)
 
-    def binary(self, pid: np.ndarray, lev: np.ndarray, st: np.ndarray) -> np.ndarray:
-        """Bisect every interval in lock step; one request/reply per round; flip the finds."""
+    def binary(
+        self, pid: np.ndarray, lev: np.ndarray, st: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bisect every interval in lock step; one request/reply per round; flip the finds.
+
+        Returns the flipped positions and their places in ``base`` order.
+        """
         self._scan(pid)
         m = pid.size
         pid, lev, st = pid.copy(), lev.copy(), st.copy()
@@ -542,7 +600,6 @@ class JitEngine:
                 self.off,
                 self.state,
                 self.prefix,
-                self.fen,
                 self._need,
                 self._request,
                 self._a_packed,
@@ -572,7 +629,9 @@ class JitEngine:
                 done_st,
                 n_done,
             )
-        found: np.ndarray = _k()._flip_all(
+        found: np.ndarray
+        found_q: np.ndarray
+        found, found_q = _k()._flip_all(
             done_pid[:n_done],
             done_st[:n_done],
             self.n,
@@ -584,19 +643,19 @@ class JitEngine:
             self.a_inv,
             self.shuffled,
             self.base,
-            self.base_inv,
+            self.full_inv,
+            self.skipped,
             self.store,
             self.store_q,
             self.state,
-            self.fen,
             self.scanned,
         )
         self.flips += int(found.size)
         self.total ^= (found.size & 1) << 1
         check_converged(self.flips, self.n)
-        return found
+        return found, found_q
 
-    def _settle(self, found: np.ndarray) -> None:
+    def _settle(self, found: np.ndarray, found_q: np.ndarray) -> None:
         while found.size:
             pid, lev, st = _k()._dirty_intervals(
                 found,
@@ -607,12 +666,12 @@ class JitEngine:
                 self.add,
                 self.a_inv,
                 self.shuffled,
-                self.base_inv,
+                found_q,
                 self.state,
             )
             if not pid.size:
                 return
-            found = self.binary(pid, lev, st)
+            found, found_q = self.binary(pid, lev, st)
 
     def bob_string(self) -> np.ndarray:
         out: np.ndarray = (self.store[: self.n] >> 1) & 1
@@ -621,6 +680,7 @@ class JitEngine:
 
 _EAGER_PASSES = 2
 _KNOWN = 4
+_FLIP = 8
 _EMPTY = np.zeros(1, dtype=np.uint8)
 _EMPTY.setflags(write=False)  # the same (read-only) array type as a delivered reply
 

@@ -71,8 +71,13 @@ class Frame:
     tag: bytes
 
     def authenticated_data(self) -> bytes:
-        head = f"{self.sender}|{self.kind}|{self.seq}|{len(self.payload)}|".encode()
-        return len(head).to_bytes(2, "big") + head + self.payload
+        return _authenticated_data(self.sender, self.kind, self.seq, self.payload)
+
+
+def _authenticated_data(sender: str, kind: str, seq: int, payload: bytes) -> bytes:
+    """What a tag covers: a length-prefixed header naming sender, kind, seq, length."""
+    head = f"{sender}|{kind}|{seq}|{len(payload)}|".encode()
+    return len(head).to_bytes(2, "big") + head + payload
 
 
 class AuthenticatedChannel:
@@ -138,19 +143,25 @@ class AuthenticatedChannel:
         pad = self._pools[pad_owner or owner].take(TAG_BYTES)
         return Poly1305.generate_tag(self._hash_keys[pad_owner or owner] + pad, data)
 
+    def _send_deferred(
+        self, received: dict[str, list[bytes]], sender: str, kind: str, payload: bytes
+    ) -> bytes:
+        """An untagged frame inside :meth:`deferred`; both ends log what they saw."""
+        seq = self._seq
+        self._seq += 1
+        self.payload_bytes += len(payload)
+        data = _authenticated_data(sender, kind, seq, payload)
+        self._sent[sender].append(data)
+        if self._tamper is not None:
+            payload = self._tamper(Frame(sender, kind, seq, payload, b"")).payload
+            data = _authenticated_data(sender, kind, seq, payload)
+        # untampered, the receiver got exactly the bytes the sender framed
+        received[sender].append(data)
+        return payload
+
     def send(self, sender: str, kind: str, payload: bytes) -> bytes:
         if self._deferred is not None:
-            frame = Frame(sender, kind, self._seq, payload, b"")
-            data = frame.authenticated_data()
-            self._sent[sender].append(data)
-            if self._tamper is not None:
-                frame = self._tamper(frame)
-                data = Frame(sender, kind, self._seq, frame.payload, b"").authenticated_data()
-            # untampered, the receiver got exactly the bytes the sender framed
-            self._deferred[sender].append(data)
-            self._seq += 1
-            self.payload_bytes += len(payload)
-            return frame.payload
+            return self._send_deferred(self._deferred, sender, kind, payload)
         if len(payload) > _MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {_MAX_PAYLOAD}")
         receiver = "bob" if sender == "alice" else "alice"

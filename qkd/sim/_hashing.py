@@ -22,6 +22,7 @@ hash: two different strings of L bytes collide with probability <= 8 ceil(L/16) 
 from __future__ import annotations
 
 import hmac
+import threading
 
 import numpy as np
 from cryptography.hazmat.primitives.poly1305 import Poly1305
@@ -87,7 +88,8 @@ def toeplitz_hash_many(
     """:func:`toeplitz_hash` of several equal-length strings under one seed.
 
     The seed's tile spectra are computed once: Alice and Bob hash with the same public
-    seed, so the simulator transforms it once for both.
+    seed, so the simulator transforms it once for both. Tiles and spectra live in
+    per-thread scratch buffers (see :func:`_scratch`).
     """
     if not strings:
         return []
@@ -100,31 +102,58 @@ def toeplitz_hash_many(
     n_in, n_out = -(-n // b), -(-out_len // b)
     if n_in * n_out > _MAX_TILE_PRODUCTS:  # tile products outweigh the cache gain
         return [_toeplitz_hash_single_fft(bits, seed, out_len) for bits in strings]
-    # seed tile d (I - J = d, -(n_in - 1) <= d < n_out) holds t[d B + n - B + w], w < 2B - 1
+    # seed tile d (I - J = d, -(n_in - 1) <= d < n_out) holds t[d B + n - B + w], w < 2B;
+    # its last sample only reaches outputs the middle product discards, so it may be
+    # seed (no zeroing needed)
     lo = -(n_in - 1) * b + n - b
     span = (n_in + n_out - 1) * b + b
-    padded = np.zeros(span + b, dtype=np.float64)
+    padded = np.zeros(span + b, dtype=np.uint8)
     first, last = max(lo, 0), min(lo + span + b, seed.size)
     padded[first - lo : last - lo] = seed[first:last]
-    tiles = np.lib.stride_tricks.as_strided(
-        padded, shape=(n_in + n_out - 1, 2 * b), strides=(b * 8, 8)
-    ).copy()
-    tiles[:, 2 * b - 1] = 0.0
-    seed_spec = np.fft.rfft(tiles, axis=1)  # row r is tile d = r - (n_in - 1)
+    rows = n_in + n_out - 1
+    tiles = _scratch("seed_tiles", rows, 2 * b, np.float64)
+    np.copyto(tiles, np.lib.stride_tricks.as_strided(padded, shape=(rows, 2 * b), strides=(b, 1)))
+    seed_spec = _scratch("seed_spec", rows, b + 1, np.complex128)
+    np.fft.rfft(tiles, axis=1, out=seed_spec)  # row r is tile d = r - (n_in - 1)
     out = []
     for bits in strings:
-        flat = np.zeros(n_in * b, dtype=np.float64)
-        flat[:n] = bits
-        x = np.zeros((n_in, 2 * b), dtype=np.float64)
-        x[:, :b] = flat.reshape(n_in, b)  # tile J in the first half, zeros after
-        x_spec = np.fft.rfft(x, axis=1)
-        acc = np.empty((n_out, b + 1), dtype=np.complex128)
+        x = _scratch("x_tiles", n_in, 2 * b, np.float64)
+        whole = n // b
+        x[:whole, :b] = bits[: whole * b].reshape(whole, b)  # tile J, then B zeros
+        if whole < n_in:
+            x[whole, : n - whole * b] = bits[whole * b :]
+            x[whole, n - whole * b :] = 0.0
+        x[:, b:] = 0.0
+        x_spec = _scratch("x_spec", n_in, b + 1, np.complex128)
+        np.fft.rfft(x, axis=1, out=x_spec)
+        acc = _scratch("acc", n_out, b + 1, np.complex128)
         for i in range(n_out):
             # tile J pairs with seed tile I - J: rows i + n_in - 1 - J, a reversed slice
-            acc[i] = np.einsum("jf,jf->f", x_spec, seed_spec[i : i + n_in][::-1])
-        conv = np.fft.irfft(acc, 2 * b, axis=1)[:, b - 1 : 2 * b - 1].reshape(-1)[:out_len]
-        out.append(_round_to_bits(conv))
+            np.einsum("jf,jf->f", x_spec, seed_spec[i : i + n_in][::-1], out=acc[i])
+        conv = _scratch("conv", n_out, 2 * b, np.float64)
+        for i in range(n_out):  # row by row: a batched irfft copies all of ``acc`` first
+            np.fft.irfft(acc[i], 2 * b, out=conv[i])
+        middle = conv[:, b - 1 : 2 * b - 1]  # output tile I (its tail past m is checked too)
+        rounded = _scratch("rounded", n_out, b, np.float64)
+        out.append(_round_to_bits(middle, rounded).reshape(-1)[:out_len].copy())
     return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, rows: int, cols: int, dtype: type) -> np.ndarray:
+    """A reusable ``rows x cols`` work array of this thread (contents undefined).
+
+    Why: one 1 Mbit block's tiles and spectra are ~70 MB; arrays that size are fresh
+    mmap pages on every call, and faulting them in (kernel time) cost ~20 of ~70 ms per
+    hash. Kept per thread, grown on demand, one array per name.
+    """
+    bufs: dict[str, np.ndarray] = _SCRATCH.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or buf.dtype != dtype or buf.shape[1] != cols or buf.shape[0] < rows:
+        buf = bufs[name] = np.empty((rows, cols), dtype=dtype)
+    return buf[:rows]
 
 
 _SPARSE_COLUMNS = 64
@@ -170,12 +199,22 @@ def _toeplitz_hash_single_fft(bits: np.ndarray, seed: np.ndarray, out_len: int) 
     return _round_to_bits(conv[n - 1 : n - 1 + out_len])
 
 
-def _round_to_bits(conv: np.ndarray) -> np.ndarray:
-    """Nearest integers mod 2, refusing any output farther than 0.25 from an integer."""
-    rounded = np.rint(conv)
-    if conv.size and float(np.max(np.abs(conv - rounded))) > 0.25:
-        raise ArithmeticError("Toeplitz FFT rounding error too large; split the block")
-    return (rounded.astype(np.int64) & 1).astype(np.uint8)
+def _round_to_bits(conv: np.ndarray, rounded: np.ndarray | None = None) -> np.ndarray:
+    """Nearest integers mod 2 (uint8, shaped like ``conv``), refusing any output farther
+    than 0.25 from an integer.
+
+    ``conv`` is scratch: it is overwritten with the rounding error; ``rounded`` (same
+    shape, float64) receives the rounded values when given.
+    """
+    rounded = np.rint(conv, out=rounded)
+    if conv.size:
+        np.subtract(conv, rounded, out=conv)
+        if float(np.max(np.abs(conv, out=conv))) > 0.25:
+            raise ArithmeticError("Toeplitz FFT rounding error too large; split the block")
+    # v mod 2 = v - 2 floor(v / 2), exact for these integers; computed in place because
+    # numpy's float remainder is ~20x slower than these three passes
+    half = np.floor(np.multiply(rounded, 0.5, out=conv), out=conv)
+    return np.subtract(rounded, np.add(half, half, out=half), out=rounded).astype(np.uint8)
 
 
 def toeplitz_hash_direct(bits: np.ndarray, seed: np.ndarray, out_len: int) -> np.ndarray:

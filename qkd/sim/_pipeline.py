@@ -311,7 +311,9 @@ class QKDLink:
             )
             return None
         m = max(1, round(post.sample_fraction * n))
-        positions = np.sort(self.rng.choice(n, size=m, replace=False))
+        # a uniform m-subset; its order is irrelevant (sorted), so numpy may skip the
+        # shuffle of the drawn subset (a third of the cost)
+        positions = np.sort(self.rng.choice(n, size=m, replace=False, shuffle=False))
         payload = (
             positions.astype("<u4").tobytes() + np.packbits(rec.alice_key[positions]).tobytes()
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from qkd.sim import (
 from qkd.sim._cascade import _shuffles
 from qkd.sim._cascade_reference import reconcile_reference
 from qkd.sim._hashing import (
+    _round_to_bits,
     _toeplitz_hash_single_fft,
     toeplitz_hash_many,
     toeplitz_hash_pair,
@@ -249,3 +251,42 @@ def test_no_numba_switch_selects_the_numpy_engine() -> None:
     )
     env = dict(os.environ, HYBRIDCHAN_NO_NUMBA="1")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+
+def test_toeplitz_scratch_reuse_across_sizes() -> None:
+    """Tiles and spectra live in per-thread scratch: hashes of other sizes in between
+    (fewer tiles, a shorter last tile, more output tiles) leave every result exact."""
+    rng = np.random.default_rng(11)
+    sizes = [(200_000, 60_000), (70_001, 9_000), (140_000, 70_000), (200_000, 60_000)]
+    for n, m in sizes:
+        x = rng.integers(0, 2, n, dtype=np.uint8)
+        seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+        assert np.array_equal(toeplitz_hash(x, seed, m), _toeplitz_hash_single_fft(x, seed, m))
+
+
+def test_round_to_bits_parity_and_refusal() -> None:
+    """Parity of the nearest integer (negative values too); > 0.25 off an integer fails."""
+    values = np.array([-3.1, -0.2, 0.0, 0.9, 2.2, 7.0, 1e6 + 1.1, 2.0**40 + 0.1])
+    expected = np.array([1, 0, 0, 1, 0, 1, 1, 0], dtype=np.uint8)
+    assert np.array_equal(_round_to_bits(values.copy()), expected)
+    out = np.empty(values.size)
+    assert np.array_equal(_round_to_bits(values.copy(), out), expected)
+    with pytest.raises(ArithmeticError, match="rounding error"):
+        _round_to_bits(np.array([1.0, 2.3]))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("n", [1, 17, 1000, 65_537, 300_001])
+def test_public_base_inverse_is_exact(jit: bool, n: int) -> None:
+    """The on-demand inverse of the public base order equals the materialised one."""
+    from qkd.sim import _cascade, _cascade_jit
+
+    if jit and not _cascade_jit.available():
+        pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA or not installed")
+    with mock.patch.object(_cascade_jit, "available", lambda: jit):
+        base, inverse = _cascade._public_base.__wrapped__(n)
+    assert np.array_equal(np.sort(base), np.arange(n))
+    expected = np.empty(n, dtype=np.int64)
+    expected[base] = np.arange(n)
+    values = np.random.default_rng(n).permutation(n)
+    assert np.array_equal(inverse[values], expected[values])
