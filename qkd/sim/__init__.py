@@ -31,7 +31,12 @@ from qkd.sim._estimation import (
     estimate_decoy,
     secret_key_length,
 )
-from qkd.sim._hashing import toeplitz_hash, toeplitz_hash_direct, verification_tag
+from qkd.sim._hashing import (
+    toeplitz_hash,
+    toeplitz_hash_direct,
+    verification_collision_bound,
+    verification_tag,
+)
 from qkd.sim._params import GYS, Eavesdropper, LinkParams, PostProcessingParams, parse_eve
 from qkd.sim._physics import (
     DetectionRecord,
@@ -82,5 +87,6 @@ __all__ = [
     "simulate_pulses_reference",
     "toeplitz_hash",
     "toeplitz_hash_direct",
+    "verification_collision_bound",
     "verification_tag",
 ]

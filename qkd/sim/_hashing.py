@@ -35,11 +35,28 @@ __all__ = [
     "toeplitz_hash_direct",
     "toeplitz_hash_many",
     "toeplitz_hash_pair",
+    "verification_collision_bound",
     "verification_tag",
     "verify_tags",
 ]
 
 VERIFY_TAG_BITS = 128
+
+
+def verification_collision_bound(n_bits: int) -> float:
+    """Probability that two different reconciled strings of ``n_bits`` get the same tag.
+
+    The tagged message is the packed string plus its 8-byte length, L bytes in all;
+    Poly1305 under a uniformly random key is 8 ceil(L/16) / 2^106 almost-universal
+    (Bernstein 2005). This is the correctness error of the verification step, so it must
+    not exceed ``eps_cor``.
+    """
+    if n_bits < 0:
+        raise ParameterError(f"string length must be >= 0, got {n_bits}")
+    length = (n_bits + 7) // 8 + 8
+    return 8 * -(-length // 16) / 2.0**106
+
+
 _MAX_FFT_BITS = 1 << 26  # float64 FFT rounding stays far below 0.5 up to here
 
 

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from qkd.sim._errors import ParameterError
+from qkd.sim._hashing import verification_collision_bound
 
 __all__ = [
     "GYS",
@@ -220,6 +221,13 @@ def _validate_pp(p: PostProcessingParams) -> None:
         1 <= p.cascade_passes <= 64, f"cascade_passes must be in [1, 64], got {p.cascade_passes}"
     )
     _check(0 < p.eps_sec < 1 and 0 < p.eps_cor < 1, "eps_sec and eps_cor must be in (0, 1)")
+    worst = verification_collision_bound(p.pulses_per_block)  # a block's key <= its pulses
+    _check(
+        worst <= p.eps_cor,
+        f"eps_cor={p.eps_cor:g} is below what the 128-bit verification tag guarantees for "
+        f"blocks of up to {p.pulses_per_block} bits (collision probability {worst:.2g}); "
+        "raise eps_cor or lower pulses_per_block",
+    )
     _check(
         p.ec_efficiency_model >= 1, f"ec_efficiency_model must be >= 1, got {p.ec_efficiency_model}"
     )

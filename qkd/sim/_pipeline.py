@@ -39,6 +39,7 @@ from qkd.sim._estimation import DecoyEstimate, estimate_decoy, secret_key_length
 from qkd.sim._hashing import (
     VERIFY_TAG_BITS,
     toeplitz_hash_pair,
+    verification_collision_bound,
     verification_tag,
     verify_tags,
 )
@@ -53,7 +54,9 @@ class BlockStats:
     """Per-block statistics (no key material). Lengths in bits unless named otherwise.
 
     ``true_*`` fields are simulation truth the protocol never sees: they let tests check
-    that the estimated bounds really bound.
+    that the estimated bounds really bound. ``verify_collision_bound`` is the probability
+    that verification passes although the strings differ (<= ``eps_cor``, checked when
+    the parameters are built).
     """
 
     index: int
@@ -70,6 +73,7 @@ class BlockStats:
     qber_key: float = float("nan")
     leaked_ec: int = 0
     leaked_verify: int = 0
+    verify_collision_bound: float = float("nan")
     cascade_rounds: int = 0
     ec_efficiency: float = float("nan")
     y1_lower: float = float("nan")
@@ -383,6 +387,7 @@ class QKDLink:
         qber_key = ec.errors_corrected / alice.size
         blk.fields.update(
             reconciled=int(alice.size),
+            verify_collision_bound=verification_collision_bound(int(alice.size)),
             qber_key=qber_key,
             ec_efficiency=ec.efficiency(qber_key),
             y1_lower=est.y1,

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from qkd.sim import (
+    PostProcessingParams,
     ReconciliationError,
     binary_entropy,
     reconcile,
     toeplitz_hash,
     toeplitz_hash_direct,
+    verification_collision_bound,
     verification_tag,
 )
 from qkd.sim._cascade import _shuffles
@@ -43,6 +45,15 @@ def test_toeplitz_large_input_is_linear() -> None:
     assert np.array_equal(
         toeplitz_hash(x ^ y, seed, m), toeplitz_hash(x, seed, m) ^ toeplitz_hash(y, seed, m)
     )
+
+
+def test_verification_collision_bound() -> None:
+    """8 ceil(L/16) / 2^106 with L = packed bytes + the 8-byte length (Bernstein 2005)."""
+    assert verification_collision_bound(0) == 8 / 2.0**106  # L = 8: one 16-byte block
+    assert verification_collision_bound(64) == 8 / 2.0**106  # L = 16
+    assert verification_collision_bound(65) == 16 / 2.0**106  # L = 17
+    assert verification_collision_bound(1 << 20) == 8 * 8193 / 2.0**106
+    assert verification_collision_bound(10**16) < PostProcessingParams().eps_cor
 
 
 def test_verification_tag_sees_one_bit() -> None:

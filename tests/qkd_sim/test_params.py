@@ -46,6 +46,7 @@ def test_bad_link_parameters(kwargs: dict, needle: str) -> None:
         ({"cascade_passes": 0}, "cascade_passes"),
         ({"eps_sec": 0}, "eps_sec"),
         ({"auth_psk_bytes": 8}, "auth_psk_bytes"),
+        ({"eps_cor": 1e-30}, "eps_cor=1e-30 is below what the 128-bit verification tag"),
     ],
 )
 def test_bad_post_processing_parameters(kwargs: dict, needle: str) -> None:

@@ -35,6 +35,7 @@ def test_identical_keys_across_seeds() -> None:
         for alice_key, bob_key, stats in sink.blocks:
             assert alice_key == bob_key
             assert 8 * len(alice_key) == stats.final_bits > 0
+            assert 0 < stats.verify_collision_bound <= post.eps_cor
             delivered += 1
         assert result.secret_bits == sum(8 * len(a) for a, _, _ in sink.blocks)
     assert delivered == 24
