@@ -1,6 +1,8 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/results.json``.
 
 python -m benchmarks [--quick] [--only NAME ...] [--output PATH]
+
+With ``--only``, the other modules' rows already in the output file are kept.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             console.print(f"[red]{name} failed:[/red]\n{traceback.format_exc()}")
         console.print(f"  {name}: {time.perf_counter() - started:.1f} s")
+    if args.only is not None:  # keep the other modules' rows from an earlier full run
+        results = [r for r in _previous(args.output) if r.get("module") not in names] + results
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title=f"benchmarks ({args.output})")
     for col in ("name", "value", "unit", "baseline", "ratio", "target"):
@@ -67,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]failed modules: {', '.join(failed)}[/red]")
         return 1
     return 0
+
+
+def _previous(path: Path) -> list[dict[str, object]]:
+    """Rows of an earlier results file, or none if it is missing or unreadable."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from handshake.alerts import AlertDescription
 from handshake.errors import AuthenticationError, PolicyError
 from handshake.messages import MAX_CHAIN_LENGTH, CertificateType, SignatureScheme
-from handshake.pki import Credential, PKIError, algorithm_of, spki_der
+from handshake.pki import Credential, PKIError, algorithm_of, spki_der, spki_fingerprint
 
 __all__ = [
     "PeerAuth",
@@ -279,7 +279,7 @@ def _verify_raw(chains: Sequence[Sequence[bytes]], pinned: Sequence[bytes]) -> P
             raise _certificate_error(
                 "pinned raw public key does not parse", AlertDescription.bad_certificate
             ) from None
-    identity = "spki-sha256:" + hashlib.sha256(chains[0][0]).hexdigest()
+    identity = spki_fingerprint(chains[0][0])
     return PeerAuth(public_keys=tuple(keys), algorithms=_algorithms(keys), identity=identity)
 
 

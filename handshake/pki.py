@@ -25,15 +25,17 @@ handshake, the KME and the CLI can all use it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -45,11 +47,14 @@ __all__ = [
     "PrivateKey",
     "algorithm_of",
     "create_ca",
+    "create_identity",
     "generate_private_key",
     "issue_certificate",
     "load_certificates",
     "load_credential",
+    "load_pins",
     "spki_der",
+    "spki_fingerprint",
     "subject_common_name",
     "verify_issued_by",
 ]
@@ -197,6 +202,14 @@ def create_ca(
     now: _dt.datetime | None = None,
 ) -> Credential:
     """A new self-signed root CA named ``common_name``."""
+    return _self_signed(common_name, algorithm, valid_days, now, ca=True)
+
+
+def _self_signed(
+    common_name: str, algorithm: str, valid_days: int, now: _dt.datetime | None, *, ca: bool
+) -> Credential:
+    """A self-signed certificate and its new key: a root CA, or (``ca=False``) an
+    end-entity identity for raw-key mode."""
     _check_name(common_name)
     key = generate_private_key(algorithm)
     start = _utc(now) - _CLOCK_SKEW
@@ -204,11 +217,15 @@ def create_ca(
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     builder = (
         _base_builder(name, name, key, start, start + _days(valid_days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=ca), critical=True)
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
     )
+    if ca:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        builder = builder.add_extension(aki, critical=False)
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(_ekus(True, True)), critical=False)
     return Credential(_sign(builder, key), key, ())
 
 
@@ -257,6 +274,54 @@ def issue_certificate(
         builder = builder.add_extension(san, critical=False)
     chain = (issuer.certificate, *issuer.chain)
     return Credential(_sign(builder, issuer.private_key), key, chain)
+
+
+def create_identity(
+    common_name: str,
+    *,
+    algorithm: str = "ml-dsa-65",
+    valid_days: int = 3650,
+    now: _dt.datetime | None = None,
+) -> Credential:
+    """A key pair for raw-public-key (pinned) authentication, wrapped in a self-signed
+    end-entity certificate so that the public half can be shared as a PEM file.
+
+    In raw-key mode only the SubjectPublicKeyInfo goes on the wire and the peer checks it
+    against its pins; the certificate around it is a container (as Syncthing's device
+    certificates are), never a trust anchor: it is not a CA and is never used as one.
+    """
+    return _self_signed(common_name, algorithm, valid_days, now, ca=False)
+
+
+def spki_fingerprint(spki: bytes) -> str:
+    """``spki-sha256:<hex>``: how raw-key mode names a public key (``SessionInfo``)."""
+    return "spki-sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def load_pins(data: bytes) -> list[bytes]:
+    """SPKI DER of every public key in a PEM file of certificates and/or public keys.
+
+    Raw-key mode pins these keys; for a certificate only its public key is pinned (its
+    issuer, validity and names play no part).
+    """
+    if len(data) > _MAX_PEM_BYTES:
+        raise PKIError(f"PEM file of {len(data)} bytes exceeds the {_MAX_PEM_BYTES}-byte limit")
+    pins: list[bytes] = []
+    for match in re.finditer(rb"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", data, re.S):
+        label, pem = match.group(1), match.group(0)
+        try:
+            if label == b"CERTIFICATE":
+                pins.append(spki_der(x509.load_pem_x509_certificate(pem).public_key()))
+            elif label == b"PUBLIC KEY":
+                pins.append(spki_der(serialization.load_pem_public_key(pem)))
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise PKIError(f"unreadable {label.decode().lower()} in pin file: {exc}") from None
+    if not pins:
+        raise PKIError(
+            "no CERTIFICATE or PUBLIC KEY found in the pin file; give the peer's PEM "
+            "certificate (hybridchan keygen writes one) or public key"
+        )
+    return pins
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -51,3 +52,21 @@ def test_python_dash_m_entry_point() -> None:
         timeout=60,
     )
     assert "Commands" in out.stdout
+
+
+def test_bench_only_replaces_its_own_rows(tmp_path: Path) -> None:
+    """`hybridchan bench --only` runs the named module and keeps the other rows."""
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps([{"name": "old/kem", "module": "bench_kem", "value": 0}, KEEP]))
+    result = CliRunner().invoke(
+        main, ["bench", "--only", "bench_kem", "--quick", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert KEEP in rows
+    assert not any(r["name"] == "old/kem" for r in rows)
+    kem_rows = [r for r in rows if r.get("module") == "bench_kem"]
+    assert kem_rows and all(r["value"] > 0 for r in kem_rows if r["unit"] == "ops/s")
+
+
+KEEP = {"name": "other/figure", "module": "bench_other", "value": 1.0, "unit": "x"}

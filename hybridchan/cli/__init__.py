@@ -23,6 +23,12 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "qkd": ("hybridchan.cli.qkd_cmd", "qkd", "Simulate a QKD link and its post-processing."),
     "kme": ("hybridchan.cli.kme_cmd", "kme", "Run a key management entity (ETSI GS QKD 014)."),
     "ca": ("hybridchan.cli.ca_cmd", "ca", "Create a CA and issue certificates."),
+    "keygen": (
+        "hybridchan.cli.keygen_cmd",
+        "keygen",
+        "Make a key pair for pinned raw-key authentication.",
+    ),
+    "bench": ("hybridchan.cli.bench_cmd", "bench", "Run the benchmarks (source checkout)."),
     "serve": (
         "hybridchan.cli.channel_cmd",
         "serve",

@@ -22,14 +22,21 @@ import click
 from rich.console import Console
 
 from handshake import ExternalPSK, HandshakeConfig, HandshakeError
-from handshake.pki import PKIError, create_ca, issue_certificate, load_certificates, load_credential
+from handshake.pki import (
+    PKIError,
+    create_ca,
+    issue_certificate,
+    load_certificates,
+    load_credential,
+    load_pins,
+)
 from hybridchan.config import ChannelConfig, RekeySchedule
 from hybridchan.errors import ChannelError, ConfigError
 
 __all__ = ["connect", "serve"]
 
 _POLICIES = ("classical", "pqc", "hybrid", "hybrid+qkd", "qkd-only")
-_AUTH = ("certificate", "psk", "qkd-psk")
+_AUTH = ("certificate", "raw-key", "psk", "qkd-psk")
 _DEFAULT_NAME = "localhost"
 
 
@@ -41,7 +48,15 @@ def _common(fn: Any) -> Any:
             "auth_mode",
             type=click.Choice(_AUTH),
             default=None,
-            help="Authentication mode (default: certificate; psk for qkd-only).",
+            help="Authentication mode (default: certificate; psk for qkd-only). raw-key: "
+            "--cert/--key from `hybridchan keygen`, the peer's key pinned with --pin.",
+        ),
+        click.option(
+            "--pin",
+            "pins",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="raw-key mode: a peer's PEM certificate or public key to trust (repeatable).",
         ),
         click.option(
             "--pki-dir",
@@ -105,7 +120,11 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
         if not (opts["cert"] and opts["key"]):
             raise click.UsageError("--cert and --key go together")
         hs["credential"] = load_credential(opts["cert"], opts["key"])
-    if opts["ca"]:
+    if auth == "raw-key":
+        _raw_key(server, opts, hs)
+    elif opts["pins"]:
+        raise click.UsageError("--pin belongs to --auth raw-key")
+    if opts["ca"] and auth != "raw-key":
         hs["trust_store"] = tuple(load_certificates(Path(opts["ca"]).read_bytes()))
         hs["mutual"] = (
             server and "credential" in hs and auth == "certificate" and bool(opts.get("mutual"))
@@ -130,6 +149,32 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
         )
     rekey = RekeySchedule(max_seconds=opts["rekey_seconds"], max_bytes=opts["rekey_bytes"])
     return ChannelConfig(handshake=HandshakeConfig(**hs), rekey=rekey)
+
+
+def _raw_key(server: bool, opts: dict[str, Any], hs: dict[str, Any]) -> None:
+    """Pinned raw public keys: own key from --cert/--key, the peer's from --pin files."""
+    pins = [pin for path in opts["pins"] for pin in load_pins(_read_file(path, "pin file"))]
+    if not pins and not server and opts["pki_dir"] is not None:
+        pins = load_pins(_read_file(str(opts["pki_dir"] / "server.pem"), "pin file"))
+    mutual = server and bool(opts.get("mutual"))
+    if server and "credential" not in hs:
+        raise click.UsageError(
+            "raw-key mode: the server needs --cert/--key (make them with `hybridchan keygen`)"
+        )
+    if (not server or mutual) and not pins:
+        who = "client keys it accepts" if server else "server key it trusts"
+        raise click.UsageError(f"raw-key mode: give --pin FILE for each {who}")
+    if server and pins and not mutual:
+        raise click.UsageError("raw-key mode: a server pins client keys only with --mutual")
+    hs["pinned_keys"] = tuple(pins)
+    hs["mutual"] = mutual
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise PKIError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def _kme_source(opts: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +212,11 @@ def _config_or_exit(server: bool, opts: dict[str, Any]) -> ChannelConfig:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=4433, show_default=True)
-@click.option("--mutual", is_flag=True, help="Require client certificates issued by --ca.")
+@click.option(
+    "--mutual",
+    is_flag=True,
+    help="Authenticate clients too: certificates issued by --ca (raw-key: keys in --pin).",
+)
 @click.option("--once", is_flag=True, help="Serve one client, then exit.")
 @click.option("--chat", is_flag=True, help="Run a multi-user chat room instead of the echo.")
 @_common

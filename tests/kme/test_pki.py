@@ -103,3 +103,11 @@ def test_ca_cli_creates_and_issues(tmp_path: Path) -> None:
     assert pki.algorithm_of(cred.private_key) == "ml-dsa-65"
     bad = runner.invoke(main, ["ca", "issue", "--dir", str(tmp_path), "--cn", "../evil"])
     assert bad.exit_code != 0 and "--cn" in bad.output
+
+
+def test_identity_for_raw_keys_is_no_ca() -> None:
+    """create_identity wraps a key for pinning; it can never act as an issuer."""
+    identity = pki.create_identity("device-1", algorithm="ed25519")
+    assert not identity.is_ca and identity.common_name == "device-1"
+    with pytest.raises(pki.PKIError, match="is not a CA"):
+        pki.issue_certificate(identity, "leaf.example")
