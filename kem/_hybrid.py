@@ -46,7 +46,7 @@ def combine_secrets(label: bytes, components: Sequence[tuple[str, bytes]]) -> by
         raw_name = name.encode("ascii")
         if not 0 < len(raw_name) <= _MAX_NAME:
             raise KEMError(f"component name must be 1..{_MAX_NAME} ASCII bytes, got {name!r}")
-        if not isinstance(secret, bytes | bytearray) or not 0 < len(secret) <= _MAX_SECRET:
+        if not isinstance(secret, (bytes, bytearray)) or not 0 < len(secret) <= _MAX_SECRET:
             raise KEMError(f"component {name!r} secret must be 1..{_MAX_SECRET} bytes")
         out += bytes([len(raw_name)]) + raw_name + len(secret).to_bytes(2, "big") + secret
     return bytes(out)
