@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from handshake import Epoch, keyschedule
 from handshake.keyschedule import (
     EarlySecret,
+    HmacSha384,
     Labels,
     export_keying_material,
     finished_verify_data,
@@ -160,3 +161,11 @@ def test_any_one_secret_suffices_in_a_real_handshake(index: int, guess: bytes) -
     forged = list(components)
     forged[index] = (components[index][0], guess)
     assert EarlySecret(None).next(forged).client_traffic(th) != real
+
+
+@given(st.binary(max_size=300), st.binary(max_size=400))
+def test_hmac_with_precomputed_pads_equals_hmac(key: bytes, msg: bytes) -> None:
+    mac = HmacSha384(key)
+    assert mac.digest(msg) == hmac.digest(key, msg, "sha384")
+    assert mac.digest(msg + b"x") == hmac.digest(key, msg + b"x", "sha384")  # state reused
+    assert repr(mac) == "<HmacSha384>"  # never the key
