@@ -269,8 +269,8 @@ def _verify_raw(chains: Sequence[Sequence[bytes]], pinned: Sequence[bytes]) -> P
         if chain[0] not in pinned:
             fingerprint = hashlib.sha256(chain[0]).hexdigest()[:16]
             raise _certificate_error(
-                f"peer raw public key spki-sha256:{fingerprint}... is not pinned; add it to "
-                "pinned_keys if you trust it",
+                f"peer raw public key spki-sha256:{fingerprint}... is not pinned; if you "
+                "trust it, pin it (pinned_keys; --pin in the CLI)",
                 AlertDescription.unknown_ca,
             )
         try:

@@ -33,7 +33,7 @@ from handshake import HandshakeError
 from handshake.pki import Credential, algorithm_of, issue_certificate, load_credential
 from hybridchan._aio import ChannelReader, ChannelWriter, open_connection, start_server
 from hybridchan.config import ChannelConfig
-from hybridchan.errors import ChannelError
+from hybridchan.errors import ChannelError, error_name
 
 __all__ = [
     "ChatServer",
@@ -121,7 +121,7 @@ class ChatServer:
             await self.server.wait_closed()
 
     def _handshake_failed(self, exc: BaseException) -> None:
-        self.log(f"handshake failed: {type(exc).__name__}: {exc}")
+        self.log(f"handshake failed: {error_name(exc)}: {exc}")
 
     # -- one user ----------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class ChatServer:
             try:
                 raw = await reader.readline()
             except _IO_ERRORS as exc:
-                return f"connection lost: {type(exc).__name__}"
+                return f"connection lost: {error_name(exc)}"
             if not raw.endswith(b"\n"):  # EOF; a partial last line is never relayed
                 return "left" if not raw else "connection lost mid-line"
             if len(raw) > self.max_line:
@@ -330,7 +330,7 @@ async def _print_incoming(reader: ChannelReader, output: Log, status: Log) -> No
         try:
             raw = await reader.readline()
         except _IO_ERRORS as exc:
-            status(f"connection lost: {type(exc).__name__}: {exc}")
+            status(f"connection lost: {error_name(exc)}: {exc}")
             return
         if not raw.endswith(b"\n"):
             status("the server closed the chat")

@@ -21,6 +21,8 @@ alert, or ``None``). Messages never contain key material.
 
 from __future__ import annotations
 
+from typing import Final
+
 from handshake.alerts import AlertDescription
 from handshake.errors import (
     AuthenticationError,
@@ -55,6 +57,7 @@ __all__ = [
     "UnexpectedRecord",
     "annotate",
     "error_for_alert",
+    "error_name",
 ]
 
 
@@ -213,3 +216,23 @@ def annotate(exc: BaseException, *, sent: int | None = None, received: int | Non
         exc.alert_received = AlertDescription(received)  # type: ignore[attr-defined]
     elif not hasattr(exc, "alert_received"):
         exc.alert_received = None  # type: ignore[attr-defined]
+
+
+_KINDS: Final = (
+    "AuthenticationError",
+    "KeyUnavailableError",
+    "QKDKeyError",
+    "PolicyError",
+    "ProtocolError",
+)
+
+
+def error_name(exc: BaseException) -> str:
+    """The public class name to show for ``exc``: a private peer-alert class (say
+    ``_PeerAuthenticationError``) is named by the kind it derives from
+    (``AuthenticationError``)."""
+    name = type(exc).__name__
+    if not name.startswith("_"):
+        return name
+    bases = [cls.__name__ for cls in type(exc).__mro__]
+    return next((b for b in bases if b in _KINDS), "PeerAlertError")

@@ -31,7 +31,7 @@ from handshake.pki import (
     load_pins,
 )
 from hybridchan.config import ChannelConfig, RekeySchedule
-from hybridchan.errors import ChannelError, ConfigError
+from hybridchan.errors import ChannelError, ConfigError, error_name
 
 __all__ = ["connect", "serve"]
 
@@ -263,7 +263,7 @@ def serve(host: str, port: int, once: bool, chat: bool, **opts: Any) -> None:
         try:
             while not done.wait(0.2):
                 for exc in server.errors:
-                    console.print(f"[yellow]handshake failed:[/yellow] {type(exc).__name__}: {exc}")
+                    console.print(f"[yellow]handshake failed:[/yellow] {error_name(exc)}: {exc}")
                 server.errors.clear()
         except KeyboardInterrupt:
             pass
@@ -304,7 +304,7 @@ def connect(
                 click.echo(reader.readline().decode(errors="replace"), nl=False)
             reader.close()
     except (ChannelError, HandshakeError, OSError) as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"{error_name(exc)}: {exc}") from None
 
 
 def _name_credential(name: str, opts: dict[str, Any]) -> None:
@@ -339,4 +339,4 @@ def _chat_client(
     except KeyboardInterrupt:
         pass
     except (ChannelError, HandshakeError, OSError) as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"{error_name(exc)}: {exc}") from None

@@ -58,6 +58,7 @@ from handshake.alerts import AlertDescription
 from hybridchan._sync import Channel, Server, connect, wrap_socket
 from hybridchan.config import ChannelConfig
 from hybridchan.demo import SERVER_NAME, EmbeddedPKI
+from hybridchan.errors import error_name
 from hybridchan.rndl import experiment
 from hybridchan.rndl.adversary import attack_hybridchan, client_hello, qkd_psk_key_id
 from hybridchan.rndl.capture import Capture, CaptureRelay, read_capture
@@ -185,29 +186,11 @@ class SideOutcome:
         return f"{self.party}: FAILED with {self.error} ({alerts or 'no alert'})"
 
 
-_PUBLIC_ERRORS: Final = (
-    "AuthenticationError",
-    "KeyUnavailableError",
-    "QKDKeyError",
-    "PolicyError",
-    "ProtocolError",
-)
-
-
-def _error_name(exc: BaseException) -> str:
-    """The public error class to report (a private peer-alert class names its public base)."""
-    name = type(exc).__name__
-    if not name.startswith("_"):
-        return name
-    bases = [cls.__name__ for cls in type(exc).__mro__]
-    return next((b for b in bases if b in _PUBLIC_ERRORS), name)
-
-
 def _failed(party: str, exc: BaseException) -> SideOutcome:
     return SideOutcome(
         party=party,
         handshake_completed=False,
-        error=_error_name(exc),
+        error=error_name(exc),
         detail=str(exc),
         alert_sent=_alert_text(getattr(exc, "alert_sent", None)),
         alert_received=_alert_text(getattr(exc, "alert_received", None)),

@@ -19,12 +19,16 @@ from hybridchan import RekeySchedule
 from hybridchan._connection import Connection
 from hybridchan.errors import (
     AlertDescription,
+    AuthenticationError,
     BadRecordMAC,
     ChannelClosed,
     HandshakeTimeout,
     KeyUnavailableError,
+    PeerAlertError,
     ProtocolError,
     TruncatedError,
+    error_for_alert,
+    error_name,
 )
 from qkd.keysource import InMemoryKeyPool
 from tests.channel._util import Relay, recv_all
@@ -320,3 +324,22 @@ async def test_asyncio_empty_qkd_source_fails_closed_with_alert(make_configs: Ma
     assert getattr(errors[0], "alert_received", None) == AlertDescription.qkd_key_unavailable
     server.close()
     await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("alert", "kind", "base"),
+    [
+        (AlertDescription.unknown_ca, "AuthenticationError", AuthenticationError),
+        (AlertDescription.decode_error, "ProtocolError", ProtocolError),
+        (AlertDescription.qkd_key_unavailable, "KeyUnavailableError", KeyUnavailableError),
+        (AlertDescription.handshake_failure, "PeerAlertError", PeerAlertError),
+    ],
+)
+def test_peer_alert_errors_are_named_by_their_public_kind(
+    alert: AlertDescription, kind: str, base: type[Exception]
+) -> None:
+    """Logs and CLI messages name the public class a user can catch, never a private one."""
+    exc = error_for_alert(alert)
+    assert isinstance(exc, base) and isinstance(exc, PeerAlertError)
+    assert error_name(exc) == kind
+    assert error_name(ValueError("x")) == "ValueError"
