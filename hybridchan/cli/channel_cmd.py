@@ -3,6 +3,9 @@
 Authentication material comes from PEM files (``hybridchan ca`` makes them) or,
 for a quick try on one machine, from ``--pki-dir``: ``serve`` creates an ML-DSA-65
 CA and server certificate there on first use and ``connect`` trusts that CA.
+``--auth raw-key`` authenticates with pinned public keys instead of a CA: each side's
+``--cert/--key`` from ``hybridchan keygen``, the peer's ``.pem`` given with ``--pin``
+(a client with ``--pki-dir`` pins that directory's server key).
 QKD policies need a key source both processes share: an ETSI GS QKD 014 KME
 (``--kme-url`` plus its mutual-TLS files; see ``hybridchan kme``).
 ``--chat`` runs :mod:`hybridchan.chat` instead of the echo; ``connect --chat --name
