@@ -12,7 +12,7 @@ recordings.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +21,15 @@ from hybridchan.rndl import experiment
 
 
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "rndl-output")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "output_dir",
+        nargs="?",
+        type=Path,
+        default=Path("rndl-output"),
+        help="recordings and results",
+    )
+    out = parser.parse_args().output_dir
     console = Console()
     matrix = experiment.run(out / "recordings", progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     console.print(matrix.table())
