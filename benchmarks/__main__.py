@@ -31,11 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     console = Console(stderr=True)
-    names = sorted(
-        m.name
-        for m in pkgutil.iter_modules(benchmarks.__path__)
-        if m.name.startswith("bench_") and (args.only is None or m.name in args.only)
+    available = sorted(
+        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
     )
+    unknown = sorted(set(args.only or ()) - set(available))
+    if unknown:
+        console.print(
+            f"[red]no benchmark module {', '.join(unknown)}[/red]; available: "
+            + ", ".join(available)
+        )
+        return 2
+    names = [n for n in available if args.only is None or n in args.only]
     results: list[dict[str, object]] = []
     failed: list[str] = []
     for name in names:

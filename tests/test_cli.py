@@ -69,4 +69,12 @@ def test_bench_only_replaces_its_own_rows(tmp_path: Path) -> None:
     assert kem_rows and all(r["value"] > 0 for r in kem_rows if r["unit"] == "ops/s")
 
 
+def test_bench_names_an_unknown_module(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(main, ["bench", "--only", "bench_kme_typo", "--output", str(out)])
+    assert result.exit_code == 2
+    assert "no benchmark module bench_kme_typo" in result.output and "bench_kem" in result.output
+    assert not out.exists()
+
+
 KEEP = {"name": "other/figure", "module": "bench_other", "value": 1.0, "unit": "x"}
