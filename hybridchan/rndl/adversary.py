@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import kem
 from handshake import keyschedule as ks
 from handshake._codec import Reader
+from handshake.events import Epoch
 from handshake.messages import (
     AuthMode,
     ClientHello,
@@ -34,7 +35,14 @@ from handshake.messages import (
     ServerHello,
 )
 from handshake.policy import GROUP_NAMES
-from hybridchan._record import RecordProtection
+from hybridchan._record import (
+    HEADER,
+    HEADER_SIZE,
+    MAX_PLAINTEXT,
+    TAG_SIZE,
+    ContentType,
+    RecordProtection,
+)
 from hybridchan.errors import BadRecordMAC
 from hybridchan.rndl import tls13
 from hybridchan.rndl.capture import Capture
@@ -42,9 +50,8 @@ from hybridchan.rndl.oracle import NotGranted, Oracle
 
 __all__ = ["AttackResult", "attack_hybridchan", "attack_tls13", "client_hello", "qkd_psk_key_id"]
 
-_HEADER = struct.Struct(">BBH")
-_HANDSHAKE, _DATA, _ALERT, _KEY_UPDATE = 22, 23, 21, 24
-_INITIAL, _HS_EPOCH, _APP_EPOCH = 0, 1, 2
+#: The record layer's bound: a full plaintext fragment plus its AES-GCM tag.
+_MAX_RECORD = MAX_PLAINTEXT + TAG_SIZE
 
 
 @dataclass
@@ -72,12 +79,13 @@ class _Record:
 
 def _records(stream: bytes) -> list[_Record]:
     out, offset = [], 0
-    while offset + 4 <= len(stream):
-        ctype, epoch, length = _HEADER.unpack_from(stream, offset)
-        end = offset + 4 + length
-        if end > len(stream) or length > (1 << 15):
+    while offset + HEADER_SIZE <= len(stream):
+        ctype, epoch, length = HEADER.unpack_from(stream, offset)
+        body = offset + HEADER_SIZE
+        end = body + length
+        if end > len(stream) or length > _MAX_RECORD:
             break
-        out.append(_Record(ctype, epoch, stream[offset : offset + 4], stream[offset + 4 : end]))
+        out.append(_Record(ctype, epoch, stream[offset:body], stream[body:end]))
         offset = end
     return out
 
@@ -102,7 +110,7 @@ class _Decryptor:
 def _plain_messages(records: list[_Record]) -> list[tuple[Message, bytes]]:
     buf = MessageBuffer()
     for r in records:
-        if r.epoch == _INITIAL and r.ctype == _HANDSHAKE:
+        if r.epoch == Epoch.INITIAL and r.ctype == ContentType.HANDSHAKE:
             buf.feed(r.fragment)
     out = []
     while (item := buf.pop()) is not None:
@@ -230,7 +238,9 @@ def attack_hybridchan(
     server_hs = _Decryptor(hs_secret.server_traffic(th))
     buf = MessageBuffer()
     try:
-        for record in (r for r in s2c if r.epoch == _HS_EPOCH and r.ctype == _HANDSHAKE):
+        for record in (
+            r for r in s2c if r.epoch == Epoch.HANDSHAKE and r.ctype == ContentType.HANDSHAKE
+        ):
             buf.feed(server_hs.open(record))
             while (item := buf.pop()) is not None:
                 msg, raw = item
@@ -260,16 +270,16 @@ def _decrypt_direction(
     state = _Decryptor(secret)
     out = bytearray()
     for record in records:
-        if record.epoch != _APP_EPOCH:
+        if record.epoch != Epoch.APPLICATION:
             continue
         try:
             body = state.open(record)
         except BadRecordMAC:
             result.notes.append(f"{who} record does not decrypt; stopping this direction")
             break
-        if record.ctype == _DATA:
+        if record.ctype == ContentType.APPLICATION_DATA:
             out += body
-        elif record.ctype == _KEY_UPDATE:
+        elif record.ctype == ContentType.KEY_UPDATE:
             update = KeyUpdate.decode(body)
             qkd_key = None
             if update.qkd_key_id is not None:
