@@ -65,7 +65,14 @@ from hybridchan.rndl.capture import Capture, CaptureRelay, read_capture
 from hybridchan.rndl.experiment import CLIENT_SAE, SERVER_SAE, Configuration
 from hybridchan.rndl.oracle import ADVERSARIES, REFEREE, Escrow, Oracle, escrow_kem_factory
 from qkd.keysource import InMemoryKeyPool, KeyUnavailableError, QKDKey
-from qkd.sim import Eavesdropper, LinkParams, PostProcessingParams, QKDLink
+from qkd.sim import (
+    BlockStats,
+    Eavesdropper,
+    LinkParams,
+    ListKeySink,
+    PostProcessingParams,
+    QKDLink,
+)
 
 __all__ = [
     "CONFIGURATIONS",
@@ -723,7 +730,7 @@ def stolen_key_after_session(name: str, directory: str | Path | None = None) -> 
 # -- (d) -----------------------------------------------------------------------------------
 
 
-def _run_link(fraction: float, *, seed: int) -> tuple[Any, bytes]:
+def _run_link(fraction: float, *, seed: int) -> tuple[BlockStats, bytes]:
     """One post-processing block on a 10 km link; returns its stats and distilled key."""
     eve = Eavesdropper(kind="intercept-resend", fraction=fraction) if fraction else Eavesdropper()
     link = QKDLink(
@@ -731,17 +738,12 @@ def _run_link(fraction: float, *, seed: int) -> tuple[Any, bytes]:
         PostProcessingParams(pulses_per_block=10**7),
         rng=np.random.default_rng(seed),
     )
-    delivered: list[bytes] = []
-
-    class _Sink:
-        def put_block(self, alice_key: bytes, bob_key: bytes, stats: object) -> None:
-            delivered.append(alice_key)
-
-    stats = link.run(1, _Sink()).blocks[0]
-    return stats, b"".join(delivered)
+    sink = ListKeySink()
+    stats = link.run(1, sink).blocks[0]
+    return stats, b"".join(alice_key for alice_key, _, _ in sink.blocks)
 
 
-def _pool_from_link(stats: Any, key: bytes, key_size: int = 32) -> InMemoryKeyPool:
+def _pool_from_link(stats: BlockStats, key: bytes, key_size: int = 32) -> InMemoryKeyPool:
     """A key pool holding exactly what the link distilled; aborted if the block aborted."""
     buffer = bytearray(key)
 
