@@ -328,7 +328,7 @@ def _record_hybridchan(
         thread.join(30)
         peer = accepted["ch"]
         try:
-            c2s, s2c = _converse(client, peer, lambda: _rekey(client, peer))
+            c2s, s2c = _converse(client, peer, lambda: _rekey(client))
             components = tuple(client.session.components)
         finally:
             client.close()
@@ -339,7 +339,7 @@ def _record_hybridchan(
     return Recording(config, relay.files[0], c2s, s2c, components, ids, stores)
 
 
-def _rekey(client: Any, peer: Any) -> None:
+def _rekey(client: Any) -> None:
     """Client rotates its key and asks the server to rotate too (a fresh QKD key each,
     where QKD is in use); the server answers with its own update before it next sends."""
     client.update_keys(request_peer=True)
