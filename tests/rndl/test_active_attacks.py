@@ -148,8 +148,10 @@ def test_d_quantum_eavesdropper_aborts_the_link_and_the_channel_fails_closed() -
     assert client.error == "KeyUnavailableError"
     assert client.alert_sent == "qkd_key_unavailable (220)"
     assert client.detail is not None and "QBER" in client.detail
-    assert not result.fail_closed_server.handshake_completed
-    assert result.fail_closed_server.received == b""
+    server = result.fail_closed_server
+    assert not server.handshake_completed
+    assert server.alert_received == "qkd_key_unavailable (220)"  # Alice's alert reached Bob
+    assert server.received == b""
 
 
 def test_d_with_allow_fallback_it_continues_as_hybrid_and_says_so() -> None:
