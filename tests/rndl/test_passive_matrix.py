@@ -30,13 +30,22 @@ def share(matrix: Matrix, config: str, adv: str) -> float:
 
 
 def test_every_recording_holds_the_whole_conversation(analysis) -> None:
-    _, recordings, _ = analysis
-    expected_c2s = b"".join(m for who, m in experiment.CONVERSATION if who == "client")
+    _, recordings, escrow = analysis
+    expected_c2s, expected_s2c = (
+        b"".join(m for who, m in experiment.CONVERSATION if who == speaker)
+        for speaker in ("client", "server")
+    )
+    referee = oracle.Oracle(escrow, oracle.REFEREE)
     for r in recordings:
-        assert r.client_to_server == expected_c2s
         rec = capture.read_capture(r.capture_path)
         assert len(rec.client_to_server) > len(expected_c2s)  # ciphertext plus handshake
         assert expected_c2s[:20] not in rec.client_to_server  # and none of it in clear
+        # Positive control for every 0% cell: with every secret the recording opens fully.
+        hybridchan = r.configuration.kind == "hybridchan"
+        attack = adversary.attack_hybridchan if hybridchan else adversary.attack_tls13
+        result = attack(rec, referee)
+        assert result.client_to_server == expected_c2s, r.configuration.name
+        assert result.server_to_client == expected_s2c, r.configuration.name
 
 
 def test_quantum_adversary_reads_classical_sessions_entirely(analysis) -> None:
