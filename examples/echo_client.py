@@ -8,6 +8,17 @@ import hybridchan
 from hybridchan.demo import EmbeddedPKI, embedded_configs
 
 
+def recv_exactly(channel: hybridchan.Channel, n: int) -> bytes:
+    """The next ``n`` bytes: ``recv`` may return fewer, and returns b"" once the peer closed."""
+    data = b""
+    while len(data) < n:
+        chunk = channel.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the server closed the channel before echoing everything")
+        data += chunk
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("message", nargs="*", default=["hello over a quantum-safe channel"])
@@ -21,13 +32,11 @@ def main() -> None:
         for text in args.message:
             data = text.encode()
             channel.sendall(data)
-            reply = b""
-            while len(reply) < len(data):
-                reply += channel.recv(len(data) - len(reply))
-            print("echo:", reply.decode())
+            print("echo:", recv_exactly(channel, len(data)).decode())
         channel.update_keys()  # a key update on request, confirmed by the server
-        channel.sendall(b"after rekey")
-        print("echo:", channel.recv(100).decode())
+        last = b"after rekey"
+        channel.sendall(last)
+        print("echo:", recv_exactly(channel, len(last)).decode())
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ def test_echo_server_and_client(tmp_path: Path, flavour: str) -> None:
         out = _run(f"echo_client{flavour}.py", "ping", "pong", *common, cwd=tmp_path)
     assert "echo: ping" in out and "echo: pong" in out
     assert "X25519 + ML-KEM-768" in out
+    if not flavour:  # the blocking client also updates its keys mid-session
+        assert "echo: after rekey" in out
 
 
 def test_chat_server_and_client(tmp_path: Path) -> None:
@@ -101,8 +103,11 @@ def test_chat_server_and_client(tmp_path: Path) -> None:
 
 
 def test_mitm_demo(tmp_path: Path) -> None:
-    out = _run("mitm_demo.py", cwd=tmp_path)
-    assert "QBER" in out and "allow_fallback" in out
+    out = " ".join(_run("mitm_demo.py", cwd=tmp_path).split())  # undo rich's line wrapping
+    assert "Eve read 0 bytes." in out  # (a) hybrid+qkd: the certificate check stops her
+    assert "two links, both ending at Eve" in out  # (b) QKD configurations
+    assert "fail closed : Alice (client): FAILED with KeyUnavailableError" in out  # (d)
+    assert "continued as 'hybrid' (allow_fallback)" in out
 
 
 def test_rndl_compare_writes_its_results(tmp_path: Path) -> None:
