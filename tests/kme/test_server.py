@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from qkd.keysource import KeyAlreadyUsedError, KeyUnavailableError, QKDKeySource, UnknownKeyIDError
-from qkd.kme import KMEClient, KMEPair, TLSFiles, probe_tls_group
+from qkd.kme import KMEClient, KMEPair, probe_tls_group
 from qkd.kme.server import client_ssl_context
 from tests.kme.conftest import Certs, snapshot
 
@@ -344,10 +344,6 @@ def test_32_clients_race_for_one_key(kme_pair: KMEPair, certs: Certs) -> None:
     assert len(results) == 32
     assert winners == [key]
     assert kme_pair.store_b.key_states()[key.key_id] == "delivered"
-
-
-def test_client_for_tls_files_type() -> None:
-    assert TLSFiles("a", "b", "c").cert_file == "b"
 
 
 def test_clients_keep_one_tls_connection_alive(
