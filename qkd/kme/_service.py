@@ -14,12 +14,13 @@ key the slave cannot fetch, and no bits are ever handed out twice.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from qkd import keystore
+from qkd.keysource import uuid4_text
 from qkd.kme._api import (
     MSG_KEYS_NOT_FOUND,
     BadRequest,
@@ -112,7 +113,7 @@ class KMEService:
         store: keystore.KeyStore,
         peer: PeerLink,
         *,
-        new_key_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_key_id: Callable[[], str] = lambda: uuid4_text(os.urandom(16)),
     ) -> None:
         self.config = config
         self.store = store
