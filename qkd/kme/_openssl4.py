@@ -214,7 +214,7 @@ class OpenSSL4ServerProtocol(asyncio.Protocol):
             self.raw.write(b"".join(out))
 
     def eof_received(self) -> bool:
-        if self._inner is not None and isinstance(self._inner, asyncio.Protocol):
+        if self._inner is not None:
             return bool(self._inner.eof_received())
         return False
 
