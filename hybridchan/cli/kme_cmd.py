@@ -286,16 +286,20 @@ def site_cmd(
     """
     tls = TLSFiles(ca_file, cert_file, key_file)
     config = SiteConfig(kme_id, peer_kme_id, frozenset(local_sae), frozenset(remote_sae))
-    service = KMEService(
-        config, KeyStore(store), HTTPSPeerLink(peer_url, tls, tls_backend=tls_backend)
-    )
-    server = KMEServer(
-        service, tls, host=host, port=port, unix_path=unix_path, tls_backend=tls_backend
-    )
-    click.echo(
-        f"KME {kme_id} serving on {unix_path or server.url} (peer {peer_kme_id} at {peer_url})"
-    )
-    server.run_forever()
+    key_store = KeyStore(store)
+    try:  # close() runs the final scrub of erased key bits and unlocks the store
+        service = KMEService(
+            config, key_store, HTTPSPeerLink(peer_url, tls, tls_backend=tls_backend)
+        )
+        server = KMEServer(
+            service, tls, host=host, port=port, unix_path=unix_path, tls_backend=tls_backend
+        )
+        click.echo(
+            f"KME {kme_id} serving on {unix_path or server.url} (peer {peer_kme_id} at {peer_url})"
+        )
+        server.run_forever()
+    finally:
+        key_store.close()
 
 
 def _make_link(distance_km: float, pulses_per_block: int) -> object:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from hybridchan.cli import main
 from qkd.keystore import KeyStore
 from qkd.kme import HTTPSPeerLink, KMEClient, KMEServer, KMEService, SeededKeyFeed, SiteConfig
 from qkd.kme.server import client_ssl_context
@@ -75,3 +77,30 @@ def test_only_the_peer_kme_may_send_cuts(sites: tuple[KMEServer, KMEServer], cer
             response = http.post(f"{server_b.url}/kme/v1/follow", json=cut)
         assert response.status_code == 401 and "only peer KME" in response.json()["message"]
     assert server_b.service.store.key_states() == before
+
+
+def test_site_command_closes_its_store(
+    certs: Certs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hybridchan kme site`` stopped by Ctrl-C still closes its store (final scrub, unlock)."""
+    closed: list[str] = []
+    real_close = KeyStore.close
+
+    def close(self: KeyStore) -> None:
+        closed.append(self.path)
+        real_close(self)
+
+    def interrupted(self: KMEServer) -> None:
+        self.stop()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KeyStore, "close", close)
+    monkeypatch.setattr(KMEServer, "run_forever", interrupted)
+    kme_a, store = certs.pair.kme_a, tmp_path / "site.sqlite"
+    args = ["kme", "site", "--kme-id", "KME_A", "--peer-kme-id", "KME_B"]
+    args += ["--peer-url", "https://127.0.0.1:1", "--local-sae", "alice", "--remote-sae", "bob"]
+    args += ["--ca", kme_a.ca_file, "--cert", kme_a.cert_file, "--key", kme_a.key_file]
+    args += ["--store", str(store), "--port", "0", "--tls-backend", "python"]
+    result = CliRunner().invoke(main, args)
+    assert "serving on" in result.output and result.exit_code == 1  # click's Abort
+    assert closed == [str(store)]
