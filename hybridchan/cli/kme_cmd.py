@@ -88,6 +88,7 @@ def start_loopback_pair(
     tls_backend: str = "openssl4",
     algorithm: str = "ecdsa-p256",
     retain_delivered_b: bool = False,
+    credentials: PairCredentials | None = None,
 ) -> KMEPair:
     """Certificates, stores and a running KME pair on 127.0.0.1 in ``directory``.
 
@@ -101,12 +102,14 @@ def start_loopback_pair(
     certificates (``"ml-dsa-65"`` needs the OpenSSL 4 backend).
     ``retain_delivered_b`` (INSECURE, never set by the CLI) makes KME B keep delivered
     key bits instead of erasing them: a KME that fails to erase, for :mod:`hybridchan.rndl`.
+    ``credentials``: existing PEM files to use instead of generating new ones.
     Stop the pair with ``pair.stop()`` or use it as a context manager.
     """
     saes_a, saes_b = list(saes_a), list(saes_b)
-    credentials = write_pair_credentials(
-        Path(directory) / "pki", saes_a, saes_b, algorithm=algorithm
-    )
+    if credentials is None:
+        credentials = write_pair_credentials(
+            Path(directory) / "pki", saes_a, saes_b, algorithm=algorithm
+        )
     pair = KMEPair(
         directory,
         credentials,
@@ -203,22 +206,19 @@ def pair_cmd(
     """Run KME A and KME B in this process, sharing one QKD link (simulated or stand-in)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     pki_dir = Path(directory) / "pki"
-    if (pki_dir / "ca.pem").exists():
-        credentials = _load_pair_credentials(pki_dir, sae_a, sae_b)
-    else:
-        credentials = write_pair_credentials(pki_dir, sae_a, sae_b, algorithm=algorithm)
-    pair = KMEPair(
-        directory, credentials, saes_a=sae_a, saes_b=sae_b, unix=unix, tls_backend=tls_backend
-    ).start()
-    feed: KeyFeed
-    if use_link:
-        feed = LinkKeyFeed(_make_link(distance_km, pulses_per_block), start=pair.next_block_id())
-        pair.feed_from(feed, min(blocks, 4))
-        pair.feed_in_background(feed, low_water_bytes=32 << 10)
-    else:
-        feed = SeededKeyFeed(bytes.fromhex(seed) if seed else None, start=pair.next_block_id())
-        pair.feed_from(feed, blocks)
-        pair.feed_in_background(feed)
+    existing = (pki_dir / "ca.pem").exists()  # a restart keeps the certificates SAEs hold
+    pair = start_loopback_pair(
+        directory,
+        sae_a,
+        sae_b,
+        link=_make_link(distance_km, pulses_per_block) if use_link else None,
+        initial_blocks=min(blocks, 4) if use_link else blocks,
+        unix=unix,
+        seed=bytes.fromhex(seed) if seed else None,
+        tls_backend=tls_backend,
+        algorithm=algorithm,
+        credentials=_load_pair_credentials(pki_dir, sae_a, sae_b) if existing else None,
+    )
     info = {
         "kme_a": pair.server_a.unix_path or pair.server_a.url,
         "kme_b": pair.server_b.unix_path or pair.server_b.url,
@@ -228,7 +228,7 @@ def pair_cmd(
     }
     if not unix:
         info["tls_group"] = probe_tls_group(
-            "127.0.0.1", pair.server_a.port, credentials.saes[sae_a[0]]
+            "127.0.0.1", pair.server_a.port, pair.credentials.saes[sae_a[0]]
         )
     if ready_file:
         tmp = Path(ready_file).with_suffix(".tmp")
