@@ -448,34 +448,22 @@ def _signed_by(cert: _Parsed, key: Any) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class _Anchor:
-    """A trust anchor parsed once: what each handshake needs of it, without re-parsing.
-
-    Only the *parsing* is cached; every handshake still verifies the peer certificate's
-    signature with ``key`` and checks the anchor's validity period against its clock.
-    """
-
-    parsed: _Parsed
-    key: Any  # None: this build cannot use the anchor's key, so it issues nothing
-
-    def validity_error(self, now: float) -> AuthenticationError | None:
-        return self.parsed.validity_error(now)
-
-
-def _make_anchor(cert: x509.Certificate) -> _Anchor:
-    parsed = _parse_uncached(cert.public_bytes(serialization.Encoding.DER))
-    return _Anchor(parsed, parsed.public_key)
+def _make_anchor(cert: x509.Certificate) -> _Parsed:
+    """A trust anchor parsed once. Only the *parsing* is cached; every handshake still
+    verifies the peer certificate's signature with the anchor's key and checks the
+    anchor's validity period against its clock. An anchor whose key this build cannot
+    use (``public_key`` None) issues nothing."""
+    return _parse_uncached(cert.public_bytes(serialization.Encoding.DER))
 
 
 #: Parsed anchors per trust-store tuple (keyed by id, the tuple itself kept alive and
 #: compared by identity, so an id is never reused while its entry exists). Tuples of
 #: certificates are immutable, so an entry can never go stale; lists are not cached.
-_ANCHORS: dict[int, tuple[tuple[x509.Certificate, ...], tuple[_Anchor, ...]]] = {}
+_ANCHORS: dict[int, tuple[tuple[x509.Certificate, ...], tuple[_Parsed, ...]]] = {}
 _MAX_STORES: Final = 64
 
 
-def _anchors(trust_store: Sequence[x509.Certificate]) -> tuple[_Anchor, ...]:
+def _anchors(trust_store: Sequence[x509.Certificate]) -> tuple[_Parsed, ...]:
     if not isinstance(trust_store, tuple):
         return tuple(_make_anchor(cert) for cert in trust_store)
     hit = _ANCHORS.get(id(trust_store))
@@ -488,12 +476,8 @@ def _anchors(trust_store: Sequence[x509.Certificate]) -> tuple[_Anchor, ...]:
     return anchors
 
 
-def _trusted_issuer(cert: _Parsed, anchors: Sequence[_Anchor]) -> _Anchor | None:
-    issuer = cert.issuer
-    for anchor in anchors:
-        if issuer == anchor.parsed.subject and _signed_by(cert, anchor.key):
-            return anchor
-    return None
+def _trusted_issuer(cert: _Parsed, anchors: Sequence[_Parsed]) -> _Parsed | None:
+    return next((anchor for anchor in anchors if _issued_by(cert, anchor)), None)
 
 
 def _subject(cert: x509.Certificate) -> str:
