@@ -73,12 +73,15 @@ def certificate_message(cfg: HandshakeConfig, certificate_type: int) -> Certific
     if cfg.credential is None:
         raise PolicyError("no credential configured for certificate/raw-key authentication")
     creds = auth.credentials_of(cfg.credential)
-    chains: tuple[tuple[bytes, ...], ...]
-    if certificate_type == CertificateType.raw_public_key:
-        chains = tuple((auth.spki_der(c.private_key.public_key()),) for c in creds)
-    else:
-        chains = tuple(_der_chain(c) for c in creds)
+    encode = _spki_entry if certificate_type == CertificateType.raw_public_key else _der_chain
+    chains = tuple(encode(c) for c in creds)
     return Certificate(certificate_type=certificate_type, chains=chains)
+
+
+@auth.identity_cache
+def _spki_entry(credential: Credential) -> tuple[bytes, ...]:
+    """The one-entry "chain" of raw-key mode: the key's SPKI DER, encoded once per credential."""
+    return (auth.spki_der(credential.private_key.public_key()),)
 
 
 @auth.identity_cache
