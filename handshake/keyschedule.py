@@ -174,8 +174,6 @@ def _label_header(label: bytes, length: int) -> bytes:
 
 def hkdf_expand_label(secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
     info = _label_header(label, length) + bytes([len(context)]) + context
-    if 0 < length <= HASH_LEN:  # one block, as _hkdf_expand does it (hot path)
-        return _hmac_sha384(secret, info + b"\x01")[:length]
     return _hkdf_expand(secret, info, length)
 
 
