@@ -12,6 +12,7 @@ from typing import Any
 
 from cryptography import x509
 
+import kem
 from handshake.errors import PolicyError
 from handshake.messages import MAX_CHAIN_LENGTH
 from handshake.pki import Credential
@@ -107,6 +108,11 @@ class HandshakeConfig:
         for name in self.group_names:
             if name not in GROUP_CODES or GROUP_CODES[name] not in policy.groups:
                 raise PolicyError(f"key exchange {name!r} is not allowed by policy {policy.name!r}")
+        if self.kem_backend != "auto" and self.kem_backend not in kem.BACKENDS:
+            raise PolicyError(
+                f"unknown kem_backend {self.kem_backend!r}; choose auto or one of "
+                f"{', '.join(kem.BACKENDS)}"
+            )
         if self.allow_fallback and policy.fallback is None:
             raise PolicyError(f"policy {policy.name!r} has no fallback; set allow_fallback=False")
         if (policy.needs_qkd or self.auth_mode == "qkd-psk") and self.qkd_source is None:

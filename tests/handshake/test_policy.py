@@ -116,6 +116,7 @@ def test_fallback_not_used_when_qkd_works() -> None:
         ({"auth_mode": "psk"}, "ExternalPSK"),
         ({"auth_mode": "sso"}, "unknown auth_mode"),
         ({"qkd_key_size": 8}, "qkd_key_size"),
+        ({"kem_backend": "opensll"}, "unknown kem_backend 'opensll'"),
     ],
 )
 def test_config_validation(kwargs: dict[str, object], match: str) -> None:
