@@ -23,13 +23,6 @@ from kem._errors import BackendUnavailableError, InvalidKeyError, KEMError
 
 __all__ = ["OQSKEM", "find_liboqs", "oqs_status"]
 
-# Our names -> liboqs mechanism names.
-OQS_NAMES = {
-    "ML-KEM-512": "ML-KEM-512",
-    "ML-KEM-768": "ML-KEM-768",
-    "ML-KEM-1024": "ML-KEM-1024",
-}
-
 
 def _candidate_paths() -> list[Path]:
     base = Path(os.environ.get("OQS_INSTALL_PATH", Path.home() / "_oqs"))
@@ -82,7 +75,8 @@ def oqs_mechanisms() -> list[str]:
 
 
 class OQSKEM(KEM):
-    """Any KEM offered by liboqs. Explicit randomness is not supported."""
+    """Any KEM offered by liboqs, under liboqs' mechanism name (which is also our name for
+    ML-KEM-512/768/1024). Explicit randomness is not supported."""
 
     backend = "liboqs"
     supports_derandomized = False
@@ -97,21 +91,20 @@ class OQSKEM(KEM):
         import oqs
 
         self.name = name
-        self._mechanism = OQS_NAMES.get(name, name)
         self._oqs: Any = oqs
-        with oqs.KeyEncapsulation(self._mechanism) as probe:
+        with oqs.KeyEncapsulation(self.name) as probe:
             details = probe.details
         self.public_key_size = int(details["length_public_key"])
         self.ciphertext_size = int(details["length_ciphertext"])
         self.shared_secret_size = int(details["length_shared_secret"])
 
     def _generate(self, seed: bytes | None) -> KeyPair:
-        kem = self._oqs.KeyEncapsulation(self._mechanism)
+        kem = self._oqs.KeyEncapsulation(self.name)
         public = bytes(kem.generate_keypair())
         return KeyPair(public=public, private=kem)
 
     def _encapsulate(self, public_key: bytes, randomness: bytes | None) -> tuple[bytes, bytes]:
-        with self._oqs.KeyEncapsulation(self._mechanism) as kem:
+        with self._oqs.KeyEncapsulation(self.name) as kem:
             try:
                 ciphertext, secret = kem.encap_secret(public_key)
             except RuntimeError as exc:
