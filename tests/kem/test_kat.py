@@ -27,10 +27,6 @@ def _vectors(name: str, backend: str) -> list[dict[str, str]]:
     )
 
 
-def _backends() -> list[str]:
-    return [b.name for b in kem.backend_report() if b.available]
-
-
 @pytest.mark.parametrize("name", PARAMS)
 @pytest.mark.parametrize("backend", ["openssl", "pure"])
 def test_keygen_and_decapsulation_match_nist(name: str, backend: str) -> None:
