@@ -85,12 +85,9 @@ def configs(
     """A matching (client, server) configuration pair."""
     p = pki()
     pool = pool or InMemoryKeyPool(DetRandom("qkd-" + policy + auth))
-    common: dict[str, Any] = {"policy": policy}
+    c: dict[str, Any] = {"policy": policy, "server_name": SERVER_NAME}
+    s: dict[str, Any] = {"policy": policy, "server_name": SERVER_NAME, "mutual": mutual}
     if policy in ("hybrid+qkd", "qkd-only") or auth == "qkd-psk":
-        common["qkd_source"] = None
-    c: dict[str, Any] = dict(common, server_name=SERVER_NAME)
-    s: dict[str, Any] = dict(common, server_name=SERVER_NAME, mutual=mutual)
-    if "qkd_source" in common:
         c.update(qkd_source=pool.source(CLIENT_SAE), peer_sae_id=SERVER_SAE)
         s.update(qkd_source=pool.source(SERVER_SAE), peer_sae_id=CLIENT_SAE)
     if auth in ("certificate", "composite"):
