@@ -17,7 +17,15 @@ from typing import Any
 
 import kem
 from handshake import auth
-from handshake._common import Done, HandshakeBase, NowFn, RandomFn, State, unexpected
+from handshake._common import (
+    Done,
+    HandshakeBase,
+    NowFn,
+    RandomFn,
+    State,
+    require_peer_check,
+    unexpected,
+)
 from handshake._shared import (
     AUTH_MODE_CODES,
     accepted_schemes,
@@ -84,10 +92,7 @@ class ClientHandshake(HandshakeBase):
         super().__init__(config, random, now)
         if config.auth_mode == "certificate" and not config.server_name:
             raise PolicyError("a client in certificate mode needs server_name to check")
-        if config.auth_mode in ("certificate", "raw-key") and not (
-            config.trust_store or config.pinned_keys
-        ):
-            raise PolicyError("set trust_store (certificate) or pinned_keys (raw-key)")
+        require_peer_check(config, "client")
         if (config.policy_obj.needs_qkd or config.auth_mode == "qkd-psk") and (
             not config.peer_sae_id or not config.sae_id
         ):

@@ -19,7 +19,13 @@ from typing import Any, Protocol
 import kem
 from handshake.alerts import AlertDescription
 from handshake.config import HandshakeConfig
-from handshake.errors import HandshakeError, KeyUnavailableError, ProtocolError, QKDKeyError
+from handshake.errors import (
+    HandshakeError,
+    KeyUnavailableError,
+    PolicyError,
+    ProtocolError,
+    QKDKeyError,
+)
 from handshake.events import Epoch, Event, HandshakeComplete, KeysReady, SendData
 from handshake.messages import Message, MessageBuffer, frame
 from qkd import keysource as qkd_keysource
@@ -182,6 +188,15 @@ class HandshakeBase:
                     "after the keys changed",
                     alert=AlertDescription.unexpected_message,
                 )
+
+
+def require_peer_check(cfg: HandshakeConfig, role: str) -> None:
+    """The material to check the peer's Certificate must match the auth mode: a CA store
+    for X.509 chains, pins for raw keys (else every handshake would fail at that step)."""
+    if cfg.auth_mode == "certificate" and not cfg.trust_store:
+        raise PolicyError(f"a {role} checking certificates needs trust_store (its CAs)")
+    if cfg.auth_mode == "raw-key" and not cfg.pinned_keys:
+        raise PolicyError(f"a {role} checking raw public keys needs pinned_keys (SPKI DER)")
 
 
 def qkd_error(exc: qkd_keysource.KeySourceError, what: str) -> HandshakeError:

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 import kem
 from handshake import auth
 from handshake._codec import Reader
-from handshake._common import Done, HandshakeBase, NowFn, RandomFn, State, call_source, unexpected
+from handshake._common import (
+    Done,
+    HandshakeBase,
+    NowFn,
+    RandomFn,
+    State,
+    call_source,
+    require_peer_check,
+    unexpected,
+)
 from handshake._shared import (
     AUTH_MODE_CODES,
     accepted_schemes,
@@ -71,12 +80,8 @@ class ServerHandshake(HandshakeBase):
         super().__init__(config, random, now)
         if config.auth_mode in ("certificate", "raw-key") and config.credential is None:
             raise PolicyError(f"a server in {config.auth_mode} mode needs a credential")
-        if (
-            config.mutual
-            and config.auth_mode in ("certificate", "raw-key")
-            and not (config.trust_store or config.pinned_keys)
-        ):
-            raise PolicyError("mutual authentication needs trust_store or pinned_keys")
+        if config.mutual:
+            require_peer_check(config, "server requiring client authentication")
         self._state = ExpectClientHello(self)
 
     def start(self) -> None:

@@ -105,6 +105,12 @@ class HandshakeConfig:
                 f"policy {policy.name!r} does not allow auth_mode {self.auth_mode!r} "
                 f"(allowed: {', '.join(sorted(policy.auth_modes))})"
             )
+        if len(set(self.group_names)) != len(self.group_names):
+            raise PolicyError(f"kems lists a key exchange twice: {self.group_names}")
+        if not self.server_name.isascii() or len(self.server_name) > 255:
+            raise PolicyError(
+                f"server_name must be ASCII, at most 255 characters: {self.server_name!r}"
+            )
         for name in self.group_names:
             if name not in GROUP_CODES or GROUP_CODES[name] not in policy.groups:
                 raise PolicyError(f"key exchange {name!r} is not allowed by policy {policy.name!r}")

@@ -22,6 +22,7 @@ from tests.handshake.helpers import (
     assert_same_keys,
     configs,
     expect_alert,
+    pki,
     run_pair,
 )
 
@@ -117,6 +118,9 @@ def test_fallback_not_used_when_qkd_works() -> None:
         ({"auth_mode": "sso"}, "unknown auth_mode"),
         ({"qkd_key_size": 8}, "qkd_key_size"),
         ({"kem_backend": "opensll"}, "unknown kem_backend 'opensll'"),
+        ({"kems": ("X25519", "X25519")}, "lists a key exchange twice"),
+        ({"server_name": "bank.éxample"}, "server_name must be ASCII"),
+        ({"server_name": "a" * 256}, "at most 255"),
     ],
 )
 def test_config_validation(kwargs: dict[str, object], match: str) -> None:
@@ -134,6 +138,22 @@ def test_role_checks() -> None:
         ClientHandshake(
             dataclasses.replace(client, peer_sae_id=None), random=DetRandom("x"), now=lambda: 0.0
         )
+
+
+def test_peer_check_material_matches_the_auth_mode() -> None:
+    """A CA store cannot check a raw key and pins cannot check a chain: refused up front."""
+    client, server = configs("hybrid", "raw-key")
+    trust_only = dataclasses.replace(client, pinned_keys=(), trust_store=(pki().ca.certificate,))
+    with pytest.raises(PolicyError, match="client checking raw public keys needs pinned_keys"):
+        ClientHandshake(trust_only, random=DetRandom("x"), now=lambda: 0.0)
+    cert_client, cert_server = configs("hybrid", "certificate", mutual=True)
+    pins_only = dataclasses.replace(cert_client, trust_store=(), pinned_keys=(b"spki",))
+    with pytest.raises(PolicyError, match="client checking certificates needs trust_store"):
+        ClientHandshake(pins_only, random=DetRandom("x"), now=lambda: 0.0)
+    server_pins = dataclasses.replace(cert_server, trust_store=(), pinned_keys=(b"spki",))
+    with pytest.raises(PolicyError, match="server requiring client authentication"):
+        ServerHandshake(server_pins, random=DetRandom("x"), now=lambda: 0.0)
+    ServerHandshake(server, random=DetRandom("x"), now=lambda: 0.0)  # no mutual: no pins needed
 
 
 def test_pqc_policy_refuses_classical_signatures() -> None:
