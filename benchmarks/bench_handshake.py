@@ -162,30 +162,9 @@ def _check_openssl_verifies(ca: Credential, leaf: Credential, workdir: Path) -> 
 
 
 def openssl_handshake(client_ctx: SSL.Context, server_ctx: SSL.Context) -> SSL.Connection:
-    client, server = SSL.Connection(client_ctx, None), SSL.Connection(server_ctx, None)
-    client.set_tlsext_host_name(SERVER_NAME.encode())
-    client.set_connect_state()
-    server.set_accept_state()
-    done = [False, False]
-    for _ in range(10):
-        for i, conn in enumerate((client, server)):
-            if not done[i]:
-                try:
-                    conn.do_handshake()
-                    done[i] = True
-                except SSL.WantReadError:
-                    pass
-        moved = 0
-        for src, dst in ((client, server), (server, client)):
-            try:
-                data = src.bio_read(1 << 17)
-            except SSL.WantReadError:
-                continue
-            dst.bio_write(data)
-            moved += len(data)
-        if all(done) and not moved:
-            return client
-    raise RuntimeError("OpenSSL baseline handshake did not complete")
+    """One baseline handshake over memory BIOs; returns the client connection."""
+    client, _ = tls13.memory_handshake(client_ctx, server_ctx, server_name=SERVER_NAME)
+    return client
 
 
 # -- run ------------------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import click
+import pytest
 from click.testing import CliRunner
 
 from hybridchan.cli import main
@@ -43,6 +47,26 @@ def test_kem_try_unknown_name_is_a_clear_error() -> None:
     assert "unknown KEM 'Kyber-9000'; expected one of" in result.output
 
 
+@pytest.mark.parametrize("module", ["bench_cmd", "ca_cmd", "keygen_cmd"])
+def test_docstring_examples_parse(
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``hybridchan ...`` example line in a command's docstring is accepted by click."""
+    doc = importlib.import_module(f"hybridchan.cli.{module}").__doc__ or ""
+    examples = [line.strip() for line in doc.splitlines() if line.startswith("    hybridchan ")]
+    assert examples
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pki").mkdir()  # `ca issue --dir` must exist
+    for example in examples:
+        args = shlex.split(example, comments=True)[1:]
+        command: click.Command | None = main
+        while isinstance(command, click.Group):
+            name, *args = args
+            command = command.get_command(click.Context(command), name)
+        assert command is not None, example
+        command.make_context(command.name, args)  # raises UsageError on a bad example
+
+
 def test_python_dash_m_entry_point() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "hybridchan", "--help"],
@@ -67,6 +91,27 @@ def test_bench_only_replaces_its_own_rows(tmp_path: Path) -> None:
     assert not any(r["name"] == "old/kem" for r in rows)
     kem_rows = [r for r in rows if r.get("module") == "bench_kem"]
     assert kem_rows and all(r["value"] > 0 for r in kem_rows if r["unit"] == "ops/s")
+
+
+def test_bench_handshake_quick_reports_every_figure(tmp_path: Path) -> None:
+    """The handshake benchmark runs end to end: the OpenSSL baseline must verify and
+    negotiate X25519MLKEM768 (run() raises otherwise), and every figure is measured."""
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(
+        main, ["bench", "--only", "bench_handshake", "--quick", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {
+        "handshake/openssl-tls13",
+        "handshake/full",
+        "handshake/full/primitives",
+        "handshake/full/protocol-overhead",
+        "handshake/qkd-psk",
+        "handshake/qkd-psk/hybrid+qkd",
+    }
+    assert "X25519MLKEM768" in rows["handshake/openssl-tls13"]["notes"]
+    assert all(r["value"] > 0 for name, r in rows.items() if not name.endswith("overhead"))
 
 
 def test_bench_names_an_unknown_module(tmp_path: Path) -> None:

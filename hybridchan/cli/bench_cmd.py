@@ -1,7 +1,7 @@
 """``hybridchan bench``: run the benchmarks of a source checkout (what ``make bench`` runs).
 
     hybridchan bench                      # every benchmarks/bench_*.py
-    hybridchan bench --only bench_handshake bench_qkd --quick
+    hybridchan bench --only bench_handshake --only bench_qkd --quick
 
 Figures are ratios against baselines measured in the same run; they go to
 ``benchmarks/results.json`` (``--only`` replaces just those modules' rows there).
