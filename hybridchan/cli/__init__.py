@@ -3,7 +3,7 @@
 Subcommands live in their own modules and are imported only when used, so
 ``hybridchan --help`` stays fast and a broken optional dependency of one command
 cannot break the others. To add a command, write a ``click`` command or group in
-``hybridchan/cli/<name>.py`` and list it in ``_SUBCOMMANDS`` below.
+``hybridchan/cli/<name>_cmd.py`` and list it in ``_SUBCOMMANDS`` below.
 """
 
 from __future__ import annotations
