@@ -127,16 +127,14 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
         _raw_key(server, opts, hs)
     elif opts["pins"]:
         raise click.UsageError("--pin belongs to --auth raw-key")
+    mutual = server and auth == "certificate" and bool(opts.get("mutual"))
     if opts["ca"] and auth != "raw-key":
         hs["trust_store"] = tuple(load_certificates(Path(opts["ca"]).read_bytes()))
-        hs["mutual"] = (
-            server and "credential" in hs and auth == "certificate" and bool(opts.get("mutual"))
-        )
-    wants_mutual = server and auth == "certificate" and bool(opts.get("mutual"))
-    if wants_mutual and "credential" in hs and not hs.get("mutual"):
-        raise click.UsageError("--mutual needs --ca (or --pki-dir) to check client certificates")
+        hs["mutual"] = mutual
     if auth == "certificate" and server and "credential" not in hs:
         raise click.UsageError("the server needs --cert/--key or --pki-dir in certificate mode")
+    if mutual and not opts["ca"]:
+        raise click.UsageError("--mutual needs --ca (or --pki-dir) to check client certificates")
     if auth == "certificate" and not server and not opts["ca"]:
         raise click.UsageError("the client needs --ca or --pki-dir to check the server certificate")
     if opts["psk_file"]:
@@ -265,11 +263,18 @@ def serve(host: str, port: int, once: bool, chat: bool, **opts: Any) -> None:
         thread.start()
         try:
             while not done.wait(0.2):
-                for exc in server.errors:
-                    console.print(f"[yellow]handshake failed:[/yellow] {error_name(exc)}: {exc}")
-                server.errors.clear()
+                _report_failures(console, server.errors)
         except KeyboardInterrupt:
             pass
+
+
+def _report_failures(console: Console, errors: list[BaseException]) -> None:
+    """Print and remove the failures collected so far. One ``pop`` per error: handler
+    threads append concurrently, and a ``clear()`` after the loop would drop, unseen,
+    a failure appended after the last one printed."""
+    while errors:
+        exc = errors.pop(0)
+        console.print(f"[yellow]handshake failed:[/yellow] {error_name(exc)}: {exc}")
 
 
 @click.command()

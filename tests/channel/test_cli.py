@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import stat
 import threading
 from collections.abc import Iterator
@@ -13,10 +14,11 @@ import click
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
+from rich.console import Console
 
 import hybridchan
 from handshake.pki import PKIError, load_pins, spki_der, spki_fingerprint
-from hybridchan.cli.channel_cmd import _build_config, connect
+from hybridchan.cli.channel_cmd import _build_config, _report_failures, connect
 from hybridchan.cli.keygen_cmd import keygen
 
 
@@ -32,14 +34,7 @@ def _opts(pki_dir: Path) -> dict[str, object]:
 def test_cli_connect_echoes_through_a_server(tmp_path: Path) -> None:
     server_cfg = _build_config(True, _opts(tmp_path))
     assert (tmp_path / "ca.pem").exists()
-
-    def echo(channel: hybridchan.Channel) -> None:
-        while data := channel.recv(1024):
-            channel.sendall(data)
-
-    with hybridchan.Server(server_cfg) as server:
-        threading.Thread(target=server.serve_forever, args=(echo,), daemon=True).start()
-        host, port = server.address
+    with _echo_server(server_cfg) as (host, port):
         result = CliRunner().invoke(
             connect, [host, str(port), "--pki-dir", str(tmp_path), "-m", "hi", "-m", "there"]
         )
@@ -54,6 +49,37 @@ def test_cli_names_missing_material(tmp_path: Path) -> None:
     args = ["127.0.0.1", "1", "--policy", "hybrid+qkd", "--pki-dir", str(tmp_path)]
     result = CliRunner().invoke(connect, args)
     assert result.exit_code != 0 and "--kme-url" in result.output
+
+
+def test_cli_mutual_certificates_need_a_ca(tmp_path: Path) -> None:
+    plain = _build_config(True, _opts(tmp_path)).handshake  # creates the demo PKI
+    assert not plain.mutual and not plain.trust_store  # server-only: no CA loaded
+    mutual = _build_config(True, dict(_opts(tmp_path), mutual=True)).handshake
+    assert mutual.mutual and mutual.trust_store  # --pki-dir supplies the CA
+    files = {"cert": f"{tmp_path}/server.pem", "key": f"{tmp_path}/server-key.pem"}
+    with pytest.raises(click.UsageError, match="--mutual needs --ca"):
+        _build_config(True, dict(_opts(tmp_path), pki_dir=None, mutual=True, **files))
+    with pytest.raises(click.UsageError, match="the server needs --cert/--key"):
+        _build_config(True, dict(_opts(tmp_path), pki_dir=None, mutual=True))
+
+
+def test_serve_reports_a_failure_appended_while_reporting() -> None:
+    """``serve`` polls ``Server.errors`` while handler threads append to it."""
+    appended: list[BaseException] = []
+
+    class Errors(list[BaseException]):
+        def __iter__(self) -> Iterator[BaseException]:
+            yield from list.__iter__(self)
+            if not appended:  # a handler thread appends just after the last item was read
+                appended.append(ValueError("late failure"))
+                self.append(appended[0])
+
+    errors = Errors([ValueError("first failure")])
+    out = io.StringIO()
+    for _ in range(2):  # two polling rounds
+        _report_failures(Console(file=out, width=200), errors)
+    assert "first failure" in out.getvalue() and not errors
+    assert all(str(exc) in out.getvalue() for exc in appended)
 
 
 # -- keygen and raw-key mode ------------------------------------------------------------
