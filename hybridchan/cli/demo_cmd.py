@@ -123,8 +123,8 @@ def _qkd_kme_stage(console: Console, directory: Path, *, quick: bool) -> Any:
         )
     console.print(table)
     try:
-        host, port = pair.site_of(CLIENT_SAE).url.split("//", 1)[1].rsplit(":", 1)
-        group = probe_tls_group(host, int(port), pair._sae_tls(CLIENT_SAE))
+        site = pair.site_of(CLIENT_SAE)
+        group = probe_tls_group(site.host, site.port, pair.credentials.saes[CLIENT_SAE])
     except Exception as exc:  # a report, not a requirement
         group = f"unknown ({exc})"
     console.print(
