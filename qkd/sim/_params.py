@@ -218,7 +218,10 @@ def _validate_pp(p: PostProcessingParams) -> None:
         0 < p.qber_threshold < 0.5, f"qber_threshold must be in (0, 0.5), got {p.qber_threshold}"
     )
     _check(
-        1 <= p.cascade_passes <= 64, f"cascade_passes must be in [1, 64], got {p.cascade_passes}"
+        isinstance(p.cascade_passes, int)
+        and not isinstance(p.cascade_passes, bool)
+        and 1 <= p.cascade_passes <= 64,
+        f"cascade_passes must be an int in [1, 64], got {p.cascade_passes!r}",
     )
     _check(0 < p.eps_sec < 1 and 0 < p.eps_cor < 1, "eps_sec and eps_cor must be in (0, 1)")
     worst = verification_collision_bound(p.pulses_per_block)  # a block's key <= its pulses

@@ -44,6 +44,7 @@ def test_bad_link_parameters(kwargs: dict, needle: str) -> None:
         ({"sample_fraction": 0}, "sample_fraction"),
         ({"qber_threshold": 0.6}, "qber_threshold"),
         ({"cascade_passes": 0}, "cascade_passes"),
+        ({"cascade_passes": 14.0}, "cascade_passes must be an int"),
         ({"eps_sec": 0}, "eps_sec"),
         ({"auth_psk_bytes": 8}, "auth_psk_bytes"),
         ({"eps_cor": 1e-30}, "eps_cor=1e-30 is below what the 128-bit verification tag"),
