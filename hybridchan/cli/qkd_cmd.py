@@ -275,7 +275,7 @@ def _plot(
             distances,
             np.maximum(matched, 1e-12),
             ":",
-            label=f"same bound, f={f_mean:.2f} (measured), 5% sample",
+            label=f"same bound, f={f_mean:.2f} (measured), {post.sample_fraction:.0%} sample",
         )
     sim = [
         (p["distance_km"], p["asymptotic_bits_per_pulse"])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 from click.testing import CliRunner
+from matplotlib.figure import Figure
 
 from hybridchan.cli.qkd_cmd import qkd
 
@@ -42,23 +45,35 @@ def test_simulate_rejects_bad_options() -> None:
 
 
 def test_simulate_plot(tmp_path: Path) -> None:
+    """A PNG with the simulated points; the matched curve names the sample actually used."""
     out = tmp_path / "rate.png"
-    result = CliRunner().invoke(
-        qkd,
-        [
-            "simulate",
-            "--blocks",
-            "1",
-            "--block-pulses",
-            "1e7",
-            "--plot",
-            str(out),
-            "--json",
-            "--plot-raw-bits",
-            "20000",
-        ],
-    )
+    labels: list[str] = []
+    savefig = Figure.savefig
+
+    def record(fig: Figure, *args: Any, **kwargs: Any) -> None:
+        labels.extend(fig.axes[0].get_legend_handles_labels()[1])
+        savefig(fig, *args, **kwargs)
+
+    with mock.patch.object(Figure, "savefig", record):
+        result = CliRunner().invoke(
+            qkd,
+            [
+                "simulate",
+                "--blocks",
+                "1",
+                "--block-pulses",
+                "1e7",
+                "--sample-fraction",
+                "0.1",
+                "--plot",
+                str(out),
+                "--json",
+                "--plot-raw-bits",
+                "20000",
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(label.endswith("(measured), 10% sample") for label in labels), labels
     points = json.loads(result.output)["plot"]["points"]
     assert len(points) == 7 and all(p["asymptotic_bits_per_pulse"] > 0 for p in points[:6])
