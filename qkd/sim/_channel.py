@@ -98,15 +98,10 @@ class AuthenticatedChannel:
         self._deferred: dict[str, list[bytes]] | None = None
         self._sent: dict[str, list[bytes]] = {"alice": [], "bob": []}
         self.messages = 0
-        self.payload_bytes = 0
 
     def begin_block(self) -> None:
         """Draw this block's Wegman-Carter hash key r (reused within the block only)."""
         self._hash_keys = {name: pool.take(16) for name, pool in self._pools.items()}
-
-    @property
-    def key_bytes_consumed(self) -> int:
-        return self._pools["alice"].consumed
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -131,7 +126,7 @@ class AuthenticatedChannel:
         for sender in ("alice", "bob"):
             tag = self._tag(sender, b"".join(sent[sender]))
             receiver = "bob" if sender == "alice" else "alice"
-            expected = self._tag(receiver, b"".join(received[sender]), pad_owner=receiver)
+            expected = self._tag(receiver, b"".join(received[sender]))
             self.messages += 1
             if not hmac.compare_digest(expected, tag):
                 raise AuthenticationError(
@@ -139,9 +134,10 @@ class AuthenticatedChannel:
                     "the block is discarded"
                 )
 
-    def _tag(self, owner: str, data: bytes, *, pad_owner: str | None = None) -> bytes:
-        pad = self._pools[pad_owner or owner].take(TAG_BYTES)
-        return Poly1305.generate_tag(self._hash_keys[pad_owner or owner] + pad, data)
+    def _tag(self, owner: str, data: bytes) -> bytes:
+        """``owner``'s Wegman-Carter tag of ``data``: its block hash key, a fresh pad."""
+        pad = self._pools[owner].take(TAG_BYTES)
+        return Poly1305.generate_tag(self._hash_keys[owner] + pad, data)
 
     def _send_deferred(
         self, received: dict[str, list[bytes]], sender: str, kind: str, payload: bytes
@@ -149,7 +145,6 @@ class AuthenticatedChannel:
         """An untagged frame inside :meth:`deferred`; both ends log what they saw."""
         seq = self._seq
         self._seq += 1
-        self.payload_bytes += len(payload)
         data = _authenticated_data(sender, kind, seq, payload)
         self._sent[sender].append(data)
         if self._tamper is not None:
@@ -167,23 +162,18 @@ class AuthenticatedChannel:
         receiver = "bob" if sender == "alice" else "alice"
         if not self._hash_keys:
             raise RuntimeError("begin_block() must be called before sending")
-        frame = Frame(sender=sender, kind=kind, seq=self._seq, payload=payload, tag=b"")
-        pad = self._pools[sender].take(TAG_BYTES)
-        tag = Poly1305.generate_tag(self._hash_keys[sender] + pad, frame.authenticated_data())
-        frame = Frame(sender, kind, self._seq, payload, tag)
+        seq = self._seq
+        tag = self._tag(sender, _authenticated_data(sender, kind, seq, payload))
+        frame = Frame(sender, kind, seq, payload, tag)
         if self._tamper is not None:
             frame = self._tamper(frame)
         self._seq += 1
         self.messages += 1
-        self.payload_bytes += len(payload)
-        pad_rx = self._pools[receiver].take(TAG_BYTES)
-        expected = Poly1305.generate_tag(
-            self._hash_keys[receiver] + pad_rx,
-            Frame(sender, kind, self._seq - 1, frame.payload, b"").authenticated_data(),
-        )
+        # the receiver checks what arrived against the header it expects
+        expected = self._tag(receiver, _authenticated_data(sender, kind, seq, frame.payload))
         if not hmac.compare_digest(expected, frame.tag):
             raise AuthenticationError(
-                f"message {kind!r} #{self._seq - 1} from {sender} failed authentication; "
+                f"message {kind!r} #{seq} from {sender} failed authentication; "
                 "the block is discarded"
             )
         return frame.payload
