@@ -27,7 +27,7 @@ import hmac
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -247,7 +247,7 @@ class QKDLink:
         except ReconciliationError:
             # Inconsistent parities mean tampering: the deferred tags would not verify.
             result = self._abort(blk, "authentication failed: error correction diverged")
-        return _replace(result, messages=self.channel.messages - messages0)
+        return replace(result, messages=self.channel.messages - messages0)
 
     def run(
         self,
@@ -397,7 +397,7 @@ class QKDLink:
             length_finite=len_fin,
         )
         if out_bits <= 0:
-            return _replace(self._abort(blk, "no positive secure key length"), **_done(blk))
+            return replace(self._abort(blk, "no positive secure key length"), **_done(blk))
         seed = _bits_from_bytes(
             ch.send("alice", "pa-seed", self.rng.bytes((alice.size + out_bits - 1 + 7) // 8)),
             alice.size + out_bits - 1,
@@ -442,12 +442,6 @@ def _done(blk: _Block) -> dict[str, Any]:
     f = dict(blk.fields)
     f["leaked_verify"] = VERIFY_TAG_BITS
     return f
-
-
-def _replace(stats: BlockStats, **changes: Any) -> BlockStats:
-    data = asdict(stats)
-    data.update(changes)
-    return BlockStats(**data)
 
 
 def simulate_link(
