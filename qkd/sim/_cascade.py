@@ -57,6 +57,7 @@ import numpy as np
 from qkd.sim import _cascade_jit
 from qkd.sim._cascade_jit import BaseInverse, Shuffle
 from qkd.sim._errors import ParameterError
+from qkd.sim._estimation import binary_entropy
 
 __all__ = ["CascadeResult", "cascade_block_sizes", "reconcile"]
 
@@ -87,8 +88,7 @@ class CascadeResult:
         n = self.corrected.size
         if qber <= 0 or qber >= 0.5 or n == 0:
             return float("nan")
-        h = -qber * math.log2(qber) - (1 - qber) * math.log2(1 - qber)
-        return self.disclosed_bits / (n * h)
+        return self.disclosed_bits / (n * binary_entropy(qber))
 
 
 def cascade_block_sizes(qber_estimate: float, n: int, passes: int = 14) -> tuple[int, ...]:
