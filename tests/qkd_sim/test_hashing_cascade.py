@@ -66,7 +66,12 @@ def test_verification_tag_sees_one_bit() -> None:
     assert verification_tag(bits, key) != verification_tag(other, key)
 
 
-EFFICIENCY: dict[float, float] = {}
+def _noisy_pair(rng: np.random.Generator, n: int, errors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Alice's random n bits and Bob's copy with ``errors`` bits flipped at random places."""
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice.copy()
+    bob[rng.choice(n, errors, replace=False)] ^= 1
+    return alice, bob
 
 
 @pytest.mark.parametrize("qber", [0.01, 0.02, 0.03, 0.05, 0.08])
@@ -76,18 +81,15 @@ def test_cascade_corrects_everything(qber: float) -> None:
     for seed in range(8):
         rng = np.random.default_rng(seed + int(qber * 1000))
         n = 1 << 16 if seed < 3 else 1 << 13
-        alice = rng.integers(0, 2, n, dtype=np.uint8)
-        errors = rng.choice(n, size=round(qber * n), replace=False)
-        bob = alice.copy()
-        bob[errors] ^= 1
+        alice, bob = _noisy_pair(rng, n, round(qber * n))
         res = reconcile(alice, bob, qber_estimate=qber, rng=rng)
         assert np.array_equal(res.corrected, alice), f"residual errors, seed {seed}"
-        assert res.errors_corrected == errors.size
+        assert res.errors_corrected == round(qber * n)
         if n == 1 << 16:
             effs.append(res.disclosed_bits / (n * binary_entropy(qber)))
-    EFFICIENCY[qber] = float(np.mean(effs))
-    print(f"Cascade QBER {qber:.2f}: f = {EFFICIENCY[qber]:.3f} (n = 2^16, 3 blocks)")
-    assert EFFICIENCY[qber] < (1.10 if qber <= 0.05 else 1.15)
+    efficiency = float(np.mean(effs))
+    print(f"Cascade QBER {qber:.2f}: f = {efficiency:.3f} (n = 2^16, 3 blocks)")
+    assert efficiency < (1.10 if qber <= 0.05 else 1.15)
 
 
 def test_cascade_no_errors_discloses_only_block_parities() -> None:
@@ -101,10 +103,7 @@ def test_cascade_no_errors_discloses_only_block_parities() -> None:
 def test_cascade_reads_parities_from_the_channel() -> None:
     """A channel that corrupts Alice's parities breaks correction: the data really flows."""
     rng = np.random.default_rng(1)
-    n = 4096
-    alice = rng.integers(0, 2, n, dtype=np.uint8)
-    bob = alice.copy()
-    bob[rng.choice(n, 100, replace=False)] ^= 1
+    alice, bob = _noisy_pair(rng, 4096, 100)
 
     def liar(sender: str, kind: str, payload: bytes) -> bytes:
         if kind == "cascade-block-parities":
@@ -122,9 +121,7 @@ def test_cascade_large_frame() -> None:
     """A 2^20-bit frame (shuffle index arithmetic beyond 32 bits) corrects fully."""
     rng = np.random.default_rng(42)
     n = (1 << 20) - 12345
-    alice = rng.integers(0, 2, n, dtype=np.uint8)
-    bob = alice.copy()
-    bob[rng.choice(n, n // 50, replace=False)] ^= 1
+    alice, bob = _noisy_pair(rng, n, n // 50)
     res = reconcile(alice, bob, qber_estimate=0.02, rng=rng)
     assert np.array_equal(res.corrected, alice)
     assert res.efficiency(0.02) < 1.10
@@ -135,10 +132,7 @@ def test_cascade_large_frame() -> None:
 )
 def test_cascade_matches_the_reference_transcript(n: int, qber: float) -> None:
     """The flattened prefix-parity engine discloses exactly what the first version did."""
-    rng = np.random.default_rng(n)
-    alice = rng.integers(0, 2, n, dtype=np.uint8)
-    bob = alice.copy()
-    bob[rng.choice(n, round(qber * n), replace=False)] ^= 1
+    alice, bob = _noisy_pair(np.random.default_rng(n), n, round(qber * n))
     fast = reconcile(alice, bob, qber_estimate=qber, rng=np.random.default_rng(5))
     slow = reconcile_reference(
         alice, bob, qber_estimate=qber, rng=np.random.default_rng(5), shuffle_fn=_shuffles
@@ -170,9 +164,7 @@ def test_toeplitz_pair_equals_separate_hashes(differing: int) -> None:
     """Bob's hash by linearity (few differing bits) or in full (many) is exact."""
     rng = np.random.default_rng(differing)
     n, m = 3000, 1200
-    alice = rng.integers(0, 2, n, dtype=np.uint8)
-    bob = alice.copy()
-    bob[rng.choice(n, differing, replace=False)] ^= 1
+    alice, bob = _noisy_pair(rng, n, differing)
     seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
     hashed_a, hashed_b = toeplitz_hash_pair(alice, bob, seed, m)
     assert np.array_equal(hashed_a, toeplitz_hash_direct(alice, seed, m))
@@ -192,10 +184,7 @@ def test_cascade_compiled_engine_sends_the_same_transcript(
 
     if not _cascade_jit.available():
         pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA")
-    rng = np.random.default_rng(n + passes)
-    alice = rng.integers(0, 2, n, dtype=np.uint8)
-    bob = alice.copy()
-    bob[rng.choice(n, round(qber * n), replace=False)] ^= 1
+    alice, bob = _noisy_pair(np.random.default_rng(n + passes), n, round(qber * n))
     out = {}
     for jit in (False, True):
         log: list[tuple[str, str, bytes]] = []
@@ -235,10 +224,7 @@ def test_cascade_rejects_a_short_reply(jit: bool, kind: str) -> None:
         if not _cascade_jit.available():
             pytest.skip("numba disabled by HYBRIDCHAN_NO_NUMBA")
     rng = np.random.default_rng(2)
-    n = 4096
-    alice = rng.integers(0, 2, n, dtype=np.uint8)
-    bob = alice.copy()
-    bob[rng.choice(n, 80, replace=False)] ^= 1
+    alice, bob = _noisy_pair(rng, 4096, 80)
 
     def truncate(sender: str, what: str, payload: bytes) -> bytes:
         return payload[:-1] if what == kind else payload
