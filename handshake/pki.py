@@ -53,6 +53,7 @@ __all__ = [
     "load_certificates",
     "load_credential",
     "load_pins",
+    "read_pem",
     "spki_der",
     "spki_fingerprint",
     "subject_common_name",
@@ -346,8 +347,8 @@ def load_credential(
     Raises :class:`PKIError` if a file is missing, malformed, or the key does not
     belong to the certificate.
     """
-    cert_data = _read(cert_path, "certificate")
-    key_data = _read(key_path, "private key")
+    cert_data = read_pem(cert_path, "certificate")
+    key_data = read_pem(key_path, "private key")
     certs = load_certificates(cert_data)
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
@@ -384,7 +385,8 @@ def verify_issued_by(certificate: x509.Certificate, issuer: x509.Certificate) ->
 # -- private helpers -------------------------------------------------------------------------
 
 
-def _read(path: str | os.PathLike[str], what: str) -> bytes:
+def read_pem(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a PEM file, bounded (``PKIError`` naming ``what`` if unreadable)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(_MAX_PEM_BYTES + 1)

@@ -32,6 +32,7 @@ from handshake.pki import (
     load_certificates,
     load_credential,
     load_pins,
+    read_pem,
 )
 from hybridchan.config import ChannelConfig, RekeySchedule
 from hybridchan.errors import ChannelError, ConfigError, error_name
@@ -129,7 +130,7 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
         raise click.UsageError("--pin belongs to --auth raw-key")
     mutual = server and auth == "certificate" and bool(opts.get("mutual"))
     if opts["ca"] and auth != "raw-key":
-        hs["trust_store"] = tuple(load_certificates(Path(opts["ca"]).read_bytes()))
+        hs["trust_store"] = tuple(load_certificates(read_pem(opts["ca"], "CA certificate")))
         hs["mutual"] = mutual
     if auth == "certificate" and server and "credential" not in hs:
         raise click.UsageError("the server needs --cert/--key or --pki-dir in certificate mode")
@@ -154,9 +155,9 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
 
 def _raw_key(server: bool, opts: dict[str, Any], hs: dict[str, Any]) -> None:
     """Pinned raw public keys: own key from --cert/--key, the peer's from --pin files."""
-    pins = [pin for path in opts["pins"] for pin in load_pins(_read_file(path, "pin file"))]
+    pins = [pin for path in opts["pins"] for pin in load_pins(read_pem(path, "pin"))]
     if not pins and not server and opts["pki_dir"] is not None:
-        pins = load_pins(_read_file(str(opts["pki_dir"] / "server.pem"), "pin file"))
+        pins = load_pins(read_pem(opts["pki_dir"] / "server.pem", "pin"))
     mutual = server and bool(opts.get("mutual"))
     if server and "credential" not in hs:
         raise click.UsageError(
@@ -169,13 +170,6 @@ def _raw_key(server: bool, opts: dict[str, Any], hs: dict[str, Any]) -> None:
         raise click.UsageError("raw-key mode: a server pins client keys only with --mutual")
     hs["pinned_keys"] = tuple(pins)
     hs["mutual"] = mutual
-
-
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise PKIError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def _kme_source(opts: dict[str, Any]) -> dict[str, Any]:

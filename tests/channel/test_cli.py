@@ -186,3 +186,13 @@ def test_cli_raw_key_names_missing_material(
 def test_pin_needs_raw_key_mode(tmp_path: Path) -> None:
     with pytest.raises(click.UsageError, match="--pin belongs to --auth raw-key"):
         _build_config(False, dict(_opts(tmp_path), pins=("x.pem",)))
+
+
+def test_unreadable_or_oversized_pin_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = _raw_opts(tmp_path, pins=(str(tmp_path / "nope.pem"),))
+    with pytest.raises(PKIError, match=r"cannot read pin file .*nope\.pem"):
+        _build_config(False, missing)
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"x" * (1 << 21))
+    with pytest.raises(PKIError, match=r"pin file .*huge\.pem is larger than"):
+        _build_config(False, _raw_opts(tmp_path, pins=(str(huge),)))
