@@ -58,6 +58,7 @@ KEY_SIZE: Final = 32
 MAX_PLAINTEXT: Final = 16384
 #: Records per key we never exceed (RFC 8446 5.5 allows 2^24.5 full-size records).
 AEAD_RECORD_LIMIT: Final = 1 << 24
+_HANDSHAKE_EPOCH: Final = 1
 _MAX_EPOCH: Final = 2
 # Initial receive buffer: one full record; it grows (once) when bulk reads need more.
 _INITIAL_BUFFER: Final = MAX_PLAINTEXT + TAG_SIZE + HEADER_SIZE + 1024
@@ -279,8 +280,13 @@ class RecordReader:
         if self._end - pos < HEADER_SIZE:
             return None
         ctype, epoch, length = HEADER.unpack_from(buf, pos)
-        prot = self.protection
-        self._check_header(ctype, epoch, length, prot)
+        prot, expected = self.protection, self.epoch
+        if epoch == 0 and ctype == ContentType.ALERT and expected == _HANDSHAKE_EPOCH:
+            # A peer that fails before it has handshake keys (say, on our ServerHello)
+            # can only alert in plaintext. Accepting that gives an attacker nothing:
+            # it could end the handshake anyway by cutting or garbling the stream.
+            prot, expected = None, 0
+        self._check_header(ctype, epoch, length, prot, expected)
         end = pos + HEADER_SIZE + length
         if self._end < end:
             return None
@@ -385,7 +391,7 @@ class RecordReader:
         return filled
 
     def _check_header(
-        self, ctype: int, epoch: int, length: int, prot: RecordProtection | None
+        self, ctype: int, epoch: int, length: int, prot: RecordProtection | None, expected: int
     ) -> None:
         protected = prot is not None
         if ctype not in _CONTENT_TYPES:
@@ -394,9 +400,9 @@ class RecordReader:
             )
         if epoch > _MAX_EPOCH:
             raise RecordDecodeError(f"record epoch {epoch} is out of range (0..{_MAX_EPOCH})")
-        if epoch != self.epoch:
+        if epoch != expected:
             raise UnexpectedRecord(
-                f"record for epoch {epoch} while epoch {self.epoch} keys are in use "
+                f"record for epoch {epoch} while epoch {expected} keys are in use "
                 "(records were reordered, injected or sent too early)"
             )
         limit = self.max_plaintext + (TAG_SIZE if protected else 0)

@@ -186,3 +186,18 @@ def test_fast_path_hands_other_records_to_the_slow_path() -> None:
     assert reader.next_record() == (ContentType.KEY_UPDATE, 2, b"\x00\x00")
     reader.read_data_run(sink)
     assert sink == [b"data", b"more"]
+
+
+def test_plaintext_alert_is_accepted_only_while_reading_the_handshake_epoch() -> None:
+    alert = bytes([21, 0, 0, 2, 2, 47])  # a peer that failed before it had handshake keys
+    reader = RecordReader()
+    reader.set_key(1, KEY, IV)
+    reader.feed(alert)
+    assert reader.next_record() == (ContentType.ALERT, 0, b"\x02\x2f")
+    assert reader.protection is not None and reader.protection.seq == 0  # nothing decrypted
+    for epoch, record in [(1, bytes([22, 0, 0, 2]) + b"hi"), (2, alert)]:
+        reader = RecordReader()
+        reader.set_key(epoch, KEY, IV)
+        reader.feed(record)
+        with pytest.raises(UnexpectedRecord, match="epoch 0"):
+            reader.next_record()
