@@ -16,7 +16,6 @@ import pytest
 
 import hybridchan
 from hybridchan import RekeySchedule
-from hybridchan._connection import Connection
 from hybridchan.errors import (
     AlertDescription,
     AuthenticationError,
@@ -295,9 +294,10 @@ def test_resources_released(make_configs: MakeConfigs) -> None:
     import weakref
 
     refs = [weakref.ref(ch.connection) for ch in conns]
+    del ch  # the loop variable still holds the last channel
     conns.clear()
     gc.collect()
-    assert all(r() is None or isinstance(r(), Connection) for r in refs)
+    assert all(r() is None for r in refs)  # closed channels free their cores
 
 
 async def test_asyncio_empty_qkd_source_fails_closed_with_alert(make_configs: MakeConfigs) -> None:
