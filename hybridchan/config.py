@@ -41,18 +41,9 @@ class RekeySchedule:
     max_seconds: float | None = 120.0
 
     def __post_init__(self) -> None:
-        _positive_int("rekey.max_bytes", self.max_bytes, upper=None)
-        _positive_int("rekey.max_records", self.max_records, upper=AEAD_RECORD_LIMIT)
-        seconds = self.max_seconds
-        if seconds is not None and (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds <= 0
-        ):
-            raise ConfigError(
-                f"rekey.max_seconds must be a positive number of seconds or None, got {seconds!r}"
-            )
+        _positive_int("rekey.max_bytes", self.max_bytes, upper=None, optional=True)
+        _positive_int("rekey.max_records", self.max_records, upper=AEAD_RECORD_LIMIT, optional=True)
+        _timeout("rekey.max_seconds", self.max_seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,8 +90,10 @@ class ChannelConfig:
         _positive_int("stream_limit", self.stream_limit, upper=None, lower=1024)
 
 
-def _positive_int(name: str, value: object, *, upper: int | None, lower: int = 1) -> None:
-    if value is None and name.startswith("rekey."):
+def _positive_int(
+    name: str, value: object, *, upper: int | None, lower: int = 1, optional: bool = False
+) -> None:
+    if value is None and optional:
         return
     bounds = f"{lower}..{upper}" if upper is not None else f">= {lower}"
     if isinstance(value, bool) or not isinstance(value, int):
