@@ -503,14 +503,12 @@ class Connection:
         if self._error is not None:
             return
         self._error = exc
-        received = getattr(exc, "alert_received", None)
-        if received is None:
-            alert: AlertDescription | None = alert_for(exc)
+        sent: AlertDescription | None = None
+        if getattr(exc, "alert_received", None) is None:  # never answer the peer's alert
+            sent = alert_for(exc)
             try:
-                self._writer.protect(ContentType.ALERT, encode_alert(alert))  # type: ignore[arg-type]
+                self._writer.protect(ContentType.ALERT, encode_alert(sent))
             except Exception:  # the write key itself is unusable: nothing safe to send
-                alert = None
-            annotate(exc, sent=alert)
-        else:
-            annotate(exc)
+                sent = None
+        annotate(exc, sent=sent)
         self.state = State.FAILED
