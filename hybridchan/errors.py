@@ -206,15 +206,13 @@ def error_for_alert(description: int) -> PeerAlertError:
     return exc
 
 
-def annotate(exc: BaseException, *, sent: int | None = None, received: int | None = None) -> None:
-    """Record on ``exc`` which alert was sent to / received from the peer."""
+def annotate(exc: BaseException, *, sent: int | None = None) -> None:
+    """Record on ``exc`` which alert we sent the peer; give it ``alert_received`` if missing."""
     if sent is not None:
         exc.alert_sent = AlertDescription(sent)  # type: ignore[attr-defined]
     elif not hasattr(exc, "alert_sent"):
         exc.alert_sent = None  # type: ignore[attr-defined]
-    if received is not None:
-        exc.alert_received = AlertDescription(received)  # type: ignore[attr-defined]
-    elif not hasattr(exc, "alert_received"):
+    if not hasattr(exc, "alert_received"):
         exc.alert_received = None  # type: ignore[attr-defined]
 
 
