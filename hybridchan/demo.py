@@ -176,7 +176,6 @@ def run_echo_demo(
                 echo(f"    rekey ({direction:5}) with QKD key {key_id}")
             if len(conn.qkd_rekey_ids) > 4:
                 echo(f"    ... and {len(conn.qkd_rekey_ids) - 4} more")
-        server.shutdown()
     if pool is not None:
         echo(f"QKD keys issued by the in-memory link: {pool.issued}")
     return {
