@@ -47,21 +47,31 @@ def _pairs(kind: str) -> tuple[socket.socket, socket.socket]:
 # -- the three stacks: (receiver in child, sender in parent) ------------------------------
 
 
-def _recv_raw(sock: socket.socket, total: int, _: Any) -> None:
+def _receive(stream: Any, total: int) -> None:
+    """Read ``total`` bytes into one reused buffer, then acknowledge with one byte."""
     buf = bytearray(_READ)
     got = 0
     while got < total:
-        got += sock.recv_into(buf)
-    sock.sendall(b"k")
+        got += stream.recv_into(buf)
+    stream.sendall(b"k")
+
+
+def _send(stream: Any, total: int) -> float:
+    """Seconds to send ``total`` bytes in ``_CHUNK`` writes until the receiver acknowledges."""
+    data = os.urandom(_CHUNK)
+    start = time.perf_counter()
+    for _ in range(total // _CHUNK):
+        stream.sendall(data)
+    stream.recv(1)
+    return time.perf_counter() - start
+
+
+def _recv_raw(sock: socket.socket, total: int, _: Any) -> None:
+    _receive(sock, total)
 
 
 def _send_raw(sock: socket.socket, total: int, _: Any) -> float:
-    data = memoryview(os.urandom(_CHUNK))
-    start = time.perf_counter()
-    for _ in range(total // _CHUNK):
-        sock.sendall(data)
-    sock.recv(1)
-    return time.perf_counter() - start
+    return _send(sock, total)
 
 
 def _openssl_context(server: bool, material: Any) -> Any:
@@ -83,11 +93,7 @@ def _recv_openssl(sock: socket.socket, total: int, material: Any) -> None:
     conn = SSL.Connection(_openssl_context(True, material), sock)
     conn.set_accept_state()
     conn.do_handshake()
-    buf = bytearray(_READ)
-    got = 0
-    while got < total:
-        got += conn.recv_into(buf)
-    conn.sendall(b"k")
+    _receive(conn, total)
 
 
 def _send_openssl(sock: socket.socket, total: int, material: Any) -> float:
@@ -96,35 +102,19 @@ def _send_openssl(sock: socket.socket, total: int, material: Any) -> float:
     conn = SSL.Connection(_openssl_context(False, material), sock)
     conn.set_connect_state()
     conn.do_handshake()
-    data = os.urandom(_CHUNK)
-    start = time.perf_counter()
-    for _ in range(total // _CHUNK):
-        conn.sendall(data)
-    conn.recv(1)
-    return time.perf_counter() - start
+    return _send(conn, total)
 
 
 def _recv_hybridchan(sock: socket.socket, total: int, configs: Any) -> None:
     import hybridchan
 
-    channel = hybridchan.wrap_socket(sock, configs[1], server_side=True)
-    buf = bytearray(_READ)
-    got = 0
-    while got < total:
-        got += channel.recv_into(buf)
-    channel.sendall(b"k")
+    _receive(hybridchan.wrap_socket(sock, configs[1], server_side=True), total)
 
 
 def _send_hybridchan(sock: socket.socket, total: int, configs: Any) -> float:
     import hybridchan
 
-    channel = hybridchan.wrap_socket(sock, configs[0])
-    data = os.urandom(_CHUNK)
-    start = time.perf_counter()
-    for _ in range(total // _CHUNK):
-        channel.sendall(data)
-    channel.recv(1)
-    return time.perf_counter() - start
+    return _send(hybridchan.wrap_socket(sock, configs[0]), total)
 
 
 def _openssl_material() -> tuple[Any, Any]:
