@@ -27,10 +27,11 @@ def pump(src: Connection, dst: Connection) -> list[Any]:
 
 
 def handshake_pair(
-    client_cfg: ChannelConfig, server_cfg: ChannelConfig
+    client_cfg: ChannelConfig, server_cfg: ChannelConfig, **options: Any
 ) -> tuple[Connection, Connection]:
-    client = Connection(client_cfg, client=True)
-    server = Connection(server_cfg, client=False)
+    """Two connected cores; ``options`` (``clock=...``) go to both."""
+    client = Connection(client_cfg, client=True, **options)
+    server = Connection(server_cfg, client=False, **options)
     client.start()
     for _ in range(4):
         pump(client, server)

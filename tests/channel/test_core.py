@@ -147,13 +147,8 @@ def test_qkd_rekey_consumes_each_key_once_and_keeps_data_intact(make_configs: Ma
 
 def test_time_based_rekey_uses_the_injected_clock(make_configs: MakeConfigs) -> None:
     now = [0.0]
-    cfg_c, cfg_s = make_configs("hybrid", rekey=RekeySchedule(max_seconds=10.0))
-    client = Connection(cfg_c, client=True, clock=lambda: now[0])
-    server = Connection(cfg_s, client=False, clock=lambda: now[0])
-    client.start()
-    for _ in range(3):
-        pump(client, server)
-        pump(server, client)
+    configs = make_configs("hybrid", rekey=RekeySchedule(max_seconds=10.0))
+    client, server = handshake_pair(*configs, clock=lambda: now[0])
     client.send_data(b"a")
     assert client.write_generation == 0
     now[0] = 10.5
