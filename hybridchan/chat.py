@@ -42,6 +42,7 @@ __all__ = [
     "serve_chat",
     "stdin_lines",
     "user_credential",
+    "user_credential_files",
     "with_credential",
 ]
 
@@ -379,6 +380,12 @@ async def iterate(lines: Iterable[str]) -> AsyncIterator[str]:
 # -- identities -------------------------------------------------------------------------
 
 
+def user_credential_files(pki_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Where :func:`user_credential` keeps ``name``'s certificate and key."""
+    root = Path(pki_dir)
+    return root / f"user-{name}.pem", root / f"user-{name}-key.pem"
+
+
 def user_credential(pki_dir: str | Path, name: str) -> Credential:
     """The client certificate for ``name`` in ``pki_dir``, issued by its CA on first use.
 
@@ -391,7 +398,7 @@ def user_credential(pki_dir: str | Path, name: str) -> Credential:
             "starting with a letter or digit"
         )
     root = Path(pki_dir)
-    cert, key = root / f"user-{name}.pem", root / f"user-{name}-key.pem"
+    cert, key = user_credential_files(root, name)
     if cert.exists() and key.exists():
         return load_credential(cert, key)
     if not (root / "ca-key.pem").exists():

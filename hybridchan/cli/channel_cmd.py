@@ -311,7 +311,7 @@ def connect(
 
 def _name_credential(name: str, opts: dict[str, Any]) -> None:
     """Point --cert/--key at NAME's client certificate in --pki-dir (issued on first use)."""
-    from hybridchan.chat import user_credential
+    from hybridchan.chat import user_credential, user_credential_files
 
     pki_dir: Path | None = opts["pki_dir"]
     if pki_dir is None or opts["cert"] or opts["key"]:
@@ -320,8 +320,7 @@ def _name_credential(name: str, opts: dict[str, Any]) -> None:
         user_credential(pki_dir, name)
     except (PKIError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    opts["cert"] = str(pki_dir / f"user-{name}.pem")
-    opts["key"] = str(pki_dir / f"user-{name}-key.pem")
+    opts["cert"], opts["key"] = (str(path) for path in user_credential_files(pki_dir, name))
 
 
 def _chat_client(
