@@ -8,17 +8,6 @@ import hybridchan
 from hybridchan.demo import EmbeddedPKI, embedded_configs
 
 
-def recv_exactly(channel: hybridchan.Channel, n: int) -> bytes:
-    """The next ``n`` bytes: ``recv`` may return fewer, and returns b"" once the peer closed."""
-    data = b""
-    while len(data) < n:
-        chunk = channel.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("the server closed the channel before echoing everything")
-        data += chunk
-    return data
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("message", nargs="*", default=["hello over a quantum-safe channel"])
@@ -32,11 +21,11 @@ def main() -> None:
         for text in args.message:
             data = text.encode()
             channel.sendall(data)
-            print("echo:", recv_exactly(channel, len(data)).decode())
+            print("echo:", channel.recv_exactly(len(data)).decode())
         channel.update_keys()  # a key update on request, confirmed by the server
         last = b"after rekey"
         channel.sendall(last)
-        print("echo:", recv_exactly(channel, len(last)).decode())
+        print("echo:", channel.recv_exactly(len(last)).decode())
 
 
 if __name__ == "__main__":

@@ -163,6 +163,23 @@ class Channel:
                 left -= len(part)
             return b"".join(parts)
 
+    def recv_exactly(self, n: int) -> bytes:
+        """The next ``n`` bytes of authenticated data (``recv`` may return fewer).
+
+        Raises :class:`ChannelClosed` if the peer closes the channel first.
+        """
+        out = bytearray(n)
+        got = 0
+        with memoryview(out) as view:
+            while got < n:
+                count = self.recv_into(view[got:])
+                if count == 0:
+                    raise ChannelClosed(
+                        f"the peer closed the channel after {got} of the {n} bytes expected"
+                    )
+                got += count
+        return bytes(out)
+
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`socket.socket.recv_into`: fill ``buffer`` and return the count.
 

@@ -156,11 +156,11 @@ def run_echo_demo(
             for i in range(messages):
                 line = f"hello #{i} over {policy}".encode()
                 channel.sendall(line)
-                reply = _recv_exactly(channel, len(line))
+                reply = channel.recv_exactly(len(line))
                 echo(f"  echo {i}: {reply.decode()!r}")
             channel.update_keys()
             payload = os.urandom(bulk_bytes)
-            reader = threading.Thread(target=lambda: out.append(_recv_exactly(channel, bulk_bytes)))
+            reader = threading.Thread(target=lambda: out.append(channel.recv_exactly(bulk_bytes)))
             out: list[bytes] = []
             reader.start()
             channel.sendall(payload)
@@ -195,14 +195,3 @@ def run(*, console: Any = None, quick: bool = False) -> dict[str, Any]:
         console.rule("[bold]Hybrid+QKD echo over loopback TCP (hybridchan channel)")
     echo = console.print if console is not None else print
     return run_echo_demo(bulk_bytes=(1 << 18) if quick else (4 << 20), echo=echo)
-
-
-def _recv_exactly(channel: Any, n: int) -> bytes:
-    parts: list[bytes] = []
-    while n > 0:
-        data = channel.recv(min(n, 1 << 20))
-        if not data:
-            raise ConnectionError("the server closed the channel before echoing everything")
-        parts.append(data)
-        n -= len(data)
-    return b"".join(parts)

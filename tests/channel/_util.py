@@ -44,17 +44,6 @@ def data_of(events: list[Any]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, DataReceived))
 
 
-def recv_all(channel: Any, n: int) -> bytes:
-    """Read exactly ``n`` bytes from a sync channel (fails if it closes first)."""
-    parts = []
-    while n:
-        data = channel.recv(min(n, 1 << 20))
-        assert data, "channel closed early"
-        parts.append(data)
-        n -= len(data)
-    return b"".join(parts)
-
-
 def split_records(data: bytes) -> list[bytes]:
     """Split a byte stream into whole records (trailing partial record dropped)."""
     out, pos = [], 0

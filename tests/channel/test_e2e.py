@@ -14,7 +14,6 @@ import pytest
 
 import hybridchan
 from hybridchan import Channel
-from tests.channel._util import recv_all
 
 MakeConfigs = Callable[..., Any]
 BIG = 16 << 20
@@ -42,7 +41,7 @@ def test_sync_echo_over_tcp_every_policy(make_configs: MakeConfigs, policy: str)
             assert channel.session.policy == policy
             assert channel.peer_identity
             channel.sendall(b"hello " + policy.encode())
-            assert recv_all(channel, 6 + len(policy)) == b"hello " + policy.encode()
+            assert channel.recv_exactly(6 + len(policy)) == b"hello " + policy.encode()
     thread.join(5)
     assert not thread.is_alive() and server.errors == []
 
@@ -59,7 +58,7 @@ def test_sync_16mb_both_directions_over_socketpair_checked_by_hash(
         with hybridchan.wrap_socket(b, server_cfg, server_side=True) as ch:
             sender = threading.Thread(target=ch.sendall, args=(down,))
             sender.start()
-            result["up"] = hashlib.sha256(recv_all(ch, BIG)).digest()
+            result["up"] = hashlib.sha256(ch.recv_exactly(BIG)).digest()
             sender.join()
 
     thread = threading.Thread(target=server)
@@ -67,7 +66,7 @@ def test_sync_16mb_both_directions_over_socketpair_checked_by_hash(
     with hybridchan.wrap_socket(a, client_cfg) as ch:
         sender = threading.Thread(target=ch.sendall, args=(up,))
         sender.start()
-        got_down = recv_all(ch, len(down))
+        got_down = ch.recv_exactly(len(down))
         sender.join()
         assert ch.recv(1) == b""  # the server's close-notify
     thread.join(30)
@@ -98,7 +97,7 @@ def _sync_client(address: tuple[str, int], cfg: Any, payload: bytes, out: dict[s
     with hybridchan.connect(address, cfg) as ch:
         sender = threading.Thread(target=ch.sendall, args=(payload,))
         sender.start()
-        out["echo"] = recv_all(ch, len(payload))
+        out["echo"] = ch.recv_exactly(len(payload))
         sender.join()
 
 
@@ -171,3 +170,24 @@ def test_demo_function_runs_hybrid_qkd_echo_with_qkd_rekey() -> None:
     assert len(set(ids)) == len(ids) <= result["qkd_keys_issued"]
     text = "\n".join(lines)
     assert "X25519 + ML-KEM-768 + QKD" in text and result["rekey_qkd_key_ids"][0] in text
+
+
+def test_recv_exactly_reads_across_records_and_reports_an_early_close(
+    make_configs: MakeConfigs,
+) -> None:
+    client_cfg, server_cfg = make_configs("hybrid")
+
+    def three_records_then_close(channel: Channel) -> None:
+        for part in (b"ab", b"cde", b"f"):
+            channel.sendall(part)
+        channel.close()
+
+    with hybridchan.Server(server_cfg) as server:
+        thread = threading.Thread(
+            target=server.serve_forever, args=(three_records_then_close,), daemon=True
+        )
+        thread.start()
+        with hybridchan.connect(server.address, client_cfg) as channel:
+            assert channel.recv_exactly(4) == b"abcd"
+            with pytest.raises(hybridchan.ChannelClosed, match="after 2 of the 3 bytes"):
+                channel.recv_exactly(3)

@@ -30,7 +30,7 @@ from hybridchan.errors import (
     error_name,
 )
 from qkd.keysource import InMemoryKeyPool
-from tests.channel._util import Relay, recv_all
+from tests.channel._util import Relay
 
 MakeConfigs = Callable[..., Any]
 
@@ -47,7 +47,7 @@ def test_rekey_under_load_both_directions_each_qkd_key_once(make_configs: MakeCo
         ch = hybridchan.wrap_socket(b, server_cfg, server_side=True)
         sender = threading.Thread(target=ch.sendall, args=(down,))
         sender.start()
-        box["up"] = hashlib.sha256(recv_all(ch, len(up))).digest()
+        box["up"] = hashlib.sha256(ch.recv_exactly(len(up))).digest()
         sender.join()
         box["conn"] = ch.connection
         ch.close()
@@ -57,7 +57,7 @@ def test_rekey_under_load_both_directions_each_qkd_key_once(make_configs: MakeCo
     ch = hybridchan.wrap_socket(a, client_cfg)
     sender = threading.Thread(target=ch.sendall, args=(up,))
     sender.start()
-    assert hashlib.sha256(recv_all(ch, len(down))).digest() == hashlib.sha256(down).digest()
+    assert hashlib.sha256(ch.recv_exactly(len(down))).digest() == hashlib.sha256(down).digest()
     sender.join()
     assert ch.recv(1) == b""
     ch.close()
@@ -90,7 +90,7 @@ def test_empty_qkd_source_during_rekey_over_tcp(make_configs: MakeConfigs, mode:
     def server() -> None:
         try:
             with hybridchan.wrap_socket(b, server_cfg, server_side=True) as ch:
-                box["data"] = recv_all(ch, len(payload))
+                box["data"] = ch.recv_exactly(len(payload))
         except Exception as exc:
             box["error"] = exc
 
