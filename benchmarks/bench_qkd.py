@@ -45,7 +45,7 @@ from qkd.sim import (
     QKDLink,
     _cascade_jit,
     binary_entropy,
-    photon_model,
+    pulses_for_raw_key,
     reconcile,
     simulate_block,
     simulate_pulses_reference,
@@ -143,7 +143,7 @@ def _finite(quick: bool) -> list[Result]:
     link = LinkParams(distance_km=10, rep_rate_hz=1e9)
     raw = 4_000_000
     post = PostProcessingParams(
-        pulses_per_block=_pulses_for(link, raw), auth_psk_bytes=1 << 16, finite_key=True
+        pulses_per_block=pulses_for_raw_key(link, raw), auth_psk_bytes=1 << 16, finite_key=True
     )
     result, cpu = _timed_run(link, post, 1)
     raw_in = sum(b.raw_key for b in result.blocks)
@@ -161,10 +161,6 @@ def _finite(quick: bool) -> list[Result]:
             ),
         )
     ]
-
-
-def _pulses_for(link: LinkParams, raw_bits: float) -> int:
-    return int(raw_bits / (photon_model(link).gains[0] * link.p_signal * link.p_z**2))
 
 
 def _sampler(quick: bool) -> list[Result]:
@@ -224,7 +220,9 @@ def _cascade(quick: bool) -> list[Result]:
 def _link(quick: bool, p_z: float, label: str) -> list[Result]:
     link = LinkParams(distance_km=10, rep_rate_hz=1e9, p_z=p_z)
     raw = 250_000 if quick else 1_000_000
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, raw), auth_psk_bytes=1 << 16)
+    post = PostProcessingParams(
+        pulses_per_block=pulses_for_raw_key(link, raw), auth_psk_bytes=1 << 16
+    )
     blocks = 1 if quick else 3
     with _previous_post_processing():
         old, old_cpu = _timed_run(link, post, blocks)

@@ -26,7 +26,7 @@ from qkd.sim import (
     QKDSimError,
     analytic_key_rate,
     parse_eve,
-    photon_model,
+    pulses_for_raw_key,
 )
 
 __all__ = ["qkd"]
@@ -241,8 +241,7 @@ def _plot(
     rng = np.random.default_rng(seed)
     for d in (0, 20, 40, 60, 80, 100, 120):
         here = dataclasses.replace(link, distance_km=float(d))
-        raw_per_pulse = photon_model(here).gains[0] * here.p_signal * here.p_z**2
-        pulses = int(min(1e15, max(1e4, raw_bits / raw_per_pulse)))
+        pulses = int(min(1e15, max(1e4, pulses_for_raw_key(here, raw_bits))))
         local = dataclasses.replace(post, pulses_per_block=pulses)
         stats = QKDLink(here, local, rng=rng).run_block()
         points.append(

@@ -41,6 +41,7 @@ from qkd.sim._params import GYS, Eavesdropper, LinkParams, PostProcessingParams,
 from qkd.sim._physics import (
     DetectionRecord,
     photon_model,
+    pulses_for_raw_key,
     simulate_block,
     simulate_pulses_reference,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "estimate_decoy",
     "parse_eve",
     "photon_model",
+    "pulses_for_raw_key",
     "reconcile",
     "secret_key_length",
     "simulate_block",

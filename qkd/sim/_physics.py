@@ -36,6 +36,7 @@ __all__ = [
     "DetectionRecord",
     "PhotonModel",
     "photon_model",
+    "pulses_for_raw_key",
     "simulate_block",
     "simulate_pulses_reference",
 ]
@@ -147,6 +148,13 @@ def photon_model(link: LinkParams) -> PhotonModel:
         click=np.broadcast_to(click, poisson.shape).copy(),
         err_click=np.broadcast_to(err_click, poisson.shape).copy(),
     )
+
+
+def pulses_for_raw_key(link: LinkParams, raw_key_bits: float) -> int:
+    """Pulses after which the link is expected to hold ``raw_key_bits`` of raw key
+    (signal-intensity clicks with both bases Z): how block sizes are chosen."""
+    per_pulse = photon_model(link).gains[0] * link.p_signal * link.p_z**2
+    return int(raw_key_bits / per_pulse)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,18 +16,14 @@ from qkd.sim import (
     PostProcessingParams,
     QKDLink,
     analytic_key_rate,
-    photon_model,
+    pulses_for_raw_key,
+    simulate_block,
 )
-
-
-def _pulses_for(link: LinkParams, raw_key_bits: float) -> int:
-    """Pulses that leave about ``raw_key_bits`` signal Z/Z detections."""
-    return int(raw_key_bits / (photon_model(link).gains[0] * link.p_signal * link.p_z**2))
 
 
 def test_identical_keys_across_seeds() -> None:
     link = LinkParams(distance_km=25)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 20_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 20_000))
     delivered = 0
     for seed in range(12):
         sink = ListKeySink()
@@ -43,7 +39,7 @@ def test_identical_keys_across_seeds() -> None:
 
 def test_keys_differ_between_runs() -> None:
     link = LinkParams(distance_km=10)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 15_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 15_000))
     keys = []
     for seed in (1, 2):
         sink = ListKeySink()
@@ -55,7 +51,7 @@ def test_keys_differ_between_runs() -> None:
 @pytest.mark.parametrize("fraction", [0.6, 1.0])
 def test_intercept_resend_over_threshold_gives_no_key(fraction: float) -> None:
     link = LinkParams(distance_km=10, eve=Eavesdropper(kind="intercept-resend", fraction=fraction))
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 20_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 20_000))
     sink = ListKeySink()
     result = QKDLink(link, post, rng=np.random.default_rng(3)).run(3, sink)
     assert sink.blocks == []
@@ -67,7 +63,7 @@ def test_pns_attack_is_exposed_by_decoys() -> None:
     """Eve keeps the signal gain and QBER normal; the decoy bound on Y1 collapses."""
     honest = LinkParams(distance_km=60)
     attacked = dataclasses.replace(honest, eve=Eavesdropper(kind="pns", fraction=1.0))
-    post = PostProcessingParams(pulses_per_block=_pulses_for(honest, 40_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(honest, 40_000))
     ok = QKDLink(honest, post, rng=np.random.default_rng(4)).run(1)
     bad = QKDLink(attacked, post, rng=np.random.default_rng(4)).run(1)
     assert ok.secret_bits > 0
@@ -83,7 +79,7 @@ def test_tampering_is_detected_and_no_key_is_delivered() -> None:
         return frame
 
     link = LinkParams(distance_km=10)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 10_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 10_000))
     sink = ListKeySink()
     qkd = QKDLink(link, post, rng=np.random.default_rng(5), tamper=flip_sample)
     stats = qkd.run_block(sink)
@@ -98,14 +94,16 @@ def test_tampering_inside_cascade_is_detected() -> None:
         return frame
 
     link = LinkParams(distance_km=10)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 10_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 10_000))
     stats = QKDLink(link, post, rng=np.random.default_rng(6), tamper=flip_parities).run_block()
     assert stats.aborted and "authentication failed" in (stats.abort_reason or "")
 
 
 def test_authentication_key_is_recycled_and_fraction_reported() -> None:
     link = LinkParams(distance_km=10)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 150_000), auth_psk_bytes=1024)
+    post = PostProcessingParams(
+        pulses_per_block=pulses_for_raw_key(link, 150_000), auth_psk_bytes=1024
+    )
     qkd = QKDLink(link, post, rng=np.random.default_rng(7))
     result = qkd.run(2)
     assert qkd.auth_bytes_available == 1024  # every block refilled what it used
@@ -115,7 +113,9 @@ def test_authentication_key_is_recycled_and_fraction_reported() -> None:
 
 def test_psk_exhaustion_fails_closed() -> None:
     link = LinkParams(distance_km=10, eve=Eavesdropper(kind="intercept-resend", fraction=1.0))
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 2_000), auth_psk_bytes=256)
+    post = PostProcessingParams(
+        pulses_per_block=pulses_for_raw_key(link, 2_000), auth_psk_bytes=256
+    )
     qkd = QKDLink(link, post, rng=np.random.default_rng(8))
     with pytest.raises(AuthKeyExhaustedError, match="pre-shared key"):
         qkd.run(10)
@@ -123,7 +123,7 @@ def test_psk_exhaustion_fails_closed() -> None:
 
 def test_estimated_bounds_bound_the_truth() -> None:
     link = LinkParams(distance_km=50)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 300_000), finite_key=True)
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 300_000), finite_key=True)
     stats = QKDLink(link, post, rng=np.random.default_rng(9)).run_block()
     kept = 1 - post.sample_fraction
     assert stats.single_photon_lower <= stats.true_single_photon * kept
@@ -140,7 +140,7 @@ TOLERANCE = {0: 0.12, 40: 0.12, 80: 0.12, 100: 0.25, 120: 0.30}
 @pytest.mark.parametrize("distance", sorted(TOLERANCE))
 def test_key_rate_matches_gllp_decoy_theory(distance: float) -> None:
     link = LinkParams(distance_km=distance)
-    post = PostProcessingParams(pulses_per_block=_pulses_for(link, 250_000))
+    post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 250_000))
     stats = QKDLink(link, post, rng=np.random.default_rng(distance)).run_block()
     assert not stats.aborted
     simulated = stats.length_asymptotic / stats.pulses
@@ -173,3 +173,10 @@ def test_list_sink_is_a_key_sink() -> None:
     from qkd.sim import KeySink
 
     assert isinstance(ListKeySink(), KeySink)
+
+
+def test_pulses_for_raw_key_gives_that_much_raw_key() -> None:
+    link = LinkParams(distance_km=30)
+    pulses = pulses_for_raw_key(link, 200_000)
+    rec = simulate_block(link, pulses, rng=np.random.default_rng(3))
+    assert abs(rec.alice_key.size - 200_000) < 5 * 200_000**0.5  # Poisson spread
