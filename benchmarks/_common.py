@@ -1,13 +1,14 @@
-"""Shared helpers for benchmark modules: timing loops and the result record."""
+"""Shared helpers for benchmark modules: the interleaved timing loop and the result record."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Result", "ops_per_second"]
+__all__ = ["Result", "interleaved"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +41,28 @@ class Result:
         return data
 
 
-def ops_per_second(fn: Callable[[], object], *, min_time: float = 0.3) -> float:
-    """Calls of ``fn`` per second, counted over at least ``min_time`` seconds."""
-    fn()  # warm-up
-    count = 0
-    start = time.perf_counter()
-    elapsed = 0.0
-    while elapsed < min_time:
-        fn()
-        count += 1
-        elapsed = time.perf_counter() - start
-    return count / elapsed
+def interleaved(
+    candidates: dict[str, Callable[[], object]], *, repeat: int, number: int
+) -> dict[str, float]:
+    """Milliseconds per call of each candidate: the median over ``repeat`` rounds of the
+    round's mean over ``number`` calls, rounds alternating between candidates so that a
+    load change on a shared machine hits every candidate alike.
+
+    Compare figures only within one call: a baseline timed apart from its candidate
+    (before or after) can land in a faster or slower period of a shared host, and the
+    ratio then measures the host, not the code.
+
+    A mean, not a best time: where one call's cost varies by design (ML-DSA signing is
+    rejection sampling, 0.4-5 ms a signature), a best-of estimator rewards whichever
+    side drew lucky calls, while the mean over many calls is the cost actually paid.
+    The median over rounds discards rounds disturbed by other load."""
+    rounds: dict[str, list[float]] = {name: [] for name in candidates}
+    for fn in candidates.values():
+        fn()  # warm-up
+    for _ in range(repeat):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            rounds[name].append((time.perf_counter() - start) / number * 1000)
+    return {name: statistics.median(values) for name, values in rounds.items()}

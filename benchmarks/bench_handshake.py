@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from typing import Any
 from OpenSSL import SSL
 
 import kem
-from benchmarks._common import Result
+from benchmarks._common import Result, interleaved
 from handshake import ClientHandshake, HandshakeComplete, HandshakeConfig, SendData, ServerHandshake
 from handshake.pki import Credential, create_ca, issue_certificate
 from hybridchan.rndl import tls13
@@ -168,29 +167,6 @@ def openssl_handshake(client_ctx: SSL.Context, server_ctx: SSL.Context) -> SSL.C
 
 
 # -- run ------------------------------------------------------------------------------------
-
-
-def interleaved(
-    candidates: dict[str, Callable[[], object]], *, repeat: int, number: int
-) -> dict[str, float]:
-    """Milliseconds per call of each candidate: the median over ``repeat`` rounds of the
-    round's mean over ``number`` calls, rounds alternating between candidates so that a
-    load change on a shared machine hits every candidate alike.
-
-    A mean, not a best time: ML-DSA signing is rejection sampling, so one signature
-    takes 0.4-5 ms; a best-of estimator rewards whichever side drew lucky signatures,
-    while the mean over many handshakes is the cost a server actually pays. The median
-    over rounds discards rounds disturbed by other load."""
-    rounds: dict[str, list[float]] = {name: [] for name in candidates}
-    for fn in candidates.values():
-        fn()  # warm-up
-    for _ in range(repeat):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            rounds[name].append((time.perf_counter() - start) / number * 1000)
-    return {name: statistics.median(values) for name, values in rounds.items()}
 
 
 def run(quick: bool) -> list[Result]:
