@@ -97,7 +97,8 @@ def test_pyopenssl_client_to_tlslite_server(files: dict[str, Path], group: str) 
     assert conn.recv(100) == b"pong from tlslite"
     thread.join(timeout=30)
     assert received == [b"ping from OpenSSL"]
-    assert conn.get_group_name().lower() == group.lower()
+    negotiated = conn.get_group_name()
+    assert negotiated is not None and negotiated.lower() == group.lower()
 
 
 @pytest.mark.parametrize("group", tls13.GROUPS)

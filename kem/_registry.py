@@ -113,7 +113,7 @@ def get_kem(name: str, backend: str = "auto") -> KEM:
     return OQSKEM(canonical)
 
 
-def combined(names: list[str], backend: str = "auto", *, label: bytes | None = None) -> KEM:
+def combined(names: list[str], backend: str = "auto", *, label: bytes | None = None) -> CombinedKEM:
     """A :class:`CombinedKEM` over ``names`` in that order."""
     parts = [get_kem(n, backend if normalize_name(n) != "X25519" else "openssl") for n in names]
     return CombinedKEM(parts) if label is None else CombinedKEM(parts, label=label)

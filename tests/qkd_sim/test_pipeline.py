@@ -83,7 +83,7 @@ def test_tampering_is_detected_and_no_key_is_delivered() -> None:
     sink = ListKeySink()
     qkd = QKDLink(link, post, rng=np.random.default_rng(5), tamper=flip_sample)
     stats = qkd.run_block(sink)
-    assert stats.aborted and stats.abort_reason.startswith("authentication failed")
+    assert stats.aborted and (stats.abort_reason or "").startswith("authentication failed")
     assert sink.blocks == []
 
 
@@ -138,7 +138,7 @@ TOLERANCE = {0: 0.12, 40: 0.12, 80: 0.12, 100: 0.25, 120: 0.30}
 
 
 @pytest.mark.parametrize("distance", sorted(TOLERANCE))
-def test_key_rate_matches_gllp_decoy_theory(distance: float) -> None:
+def test_key_rate_matches_gllp_decoy_theory(distance: int) -> None:
     link = LinkParams(distance_km=distance)
     post = PostProcessingParams(pulses_per_block=pulses_for_raw_key(link, 250_000))
     stats = QKDLink(link, post, rng=np.random.default_rng(distance)).run_block()
