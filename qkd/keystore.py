@@ -81,6 +81,9 @@ __all__ = [
 
 MAX_BLOCK_BYTES: Final = 1 << 20
 MAX_KEY_BYTES: Final = 1 << 16
+#: Keys per recovery cut (:meth:`KeyStore.syncing`): one peer request settles this many
+#: unconfirmed keys; bounded so that one cut stays a small request and a short transaction.
+SYNC_BATCH_KEYS: Final = 256
 #: Material row size: small enough that cutting one key rewrites one small row, not the
 #: rest of a link block; large enough that a batch of keys deletes few rows.
 CHUNK_BYTES: Final = 256
@@ -358,18 +361,31 @@ class KeyStore:
         # Only a retaining store holds bits in a syncing row; the bits never left, so erase.
         self._move(key_ids, "syncing", "void", erase=self._retain)
 
-    def syncing(self, pool: str) -> list[Allocation]:
-        """Allocations not yet confirmed by the peer (after a crash), oldest first, no bits."""
+    def syncing(self, pool: str, *, batch: int = SYNC_BATCH_KEYS) -> list[Allocation]:
+        """Keys not yet confirmed by the peer (after a crash), oldest first, no bits.
+
+        Grouped for recovery: each :class:`Allocation` is one contiguous run of the
+        stream for one master/slave pair, at most ``batch`` keys, so the peer can
+        settle it with one cut instead of one request per key.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1 key, got {batch}")
         with self._lock:
             rows = self._db.execute(
                 "SELECT key_id, master, slave, start, size FROM keys "
                 "WHERE pool = ? AND state = 'syncing' ORDER BY start",
                 (pool,),
             ).fetchall()
-        return [
-            Allocation(pool, start, master, slave, (StoredKey(key_id, b"\0" * size),))
-            for key_id, master, slave, start, size in rows
-        ]
+        runs: list[tuple[str, str, int, list[StoredKey]]] = []
+        end = -1
+        for key_id, master, slave, start, size in rows:
+            run = runs[-1] if runs else None
+            if run is None or (master, slave) != run[:2] or start != end or len(run[3]) >= batch:
+                run = (master, slave, start, [])
+                runs.append(run)
+            run[3].append(StoredKey(key_id, b"\0" * size))
+            end = start + size
+        return [Allocation(pool, start, m, s, tuple(keys)) for m, s, start, keys in runs]
 
     # -- following site -----------------------------------------------------------------------
 
@@ -386,8 +402,12 @@ class KeyStore:
         """Repeat the peer's cut of ``entries`` at stream position ``start``.
 
         Idempotent: a cut already applied is accepted again (and, with ``void``,
-        its still-reserved keys are voided and erased). A cut past this store's
-        head raises :class:`StoreSyncError`; so does one that is short of material.
+        its still-reserved keys are voided and erased), provided every key is
+        recorded at the same position, size and SAE pair. A cut whose first keys
+        were applied and the rest not (recovery joins the allocations left by a
+        crash into one cut) is checked for the first part and cut at the head for
+        the rest. A cut past this store's head raises :class:`StoreSyncError`; so
+        does one that is short of material.
         """
         key_ids = [key_id for key_id, _ in entries]
         sizes = [size for _, size in entries]
@@ -396,8 +416,11 @@ class KeyStore:
         with self._transaction(erases=True) as cur:
             fed, consumed, _ = self._pool_row(cur, pool)
             if start < consumed:
-                self._refollow(cur, pool, start, entries, void=void)
-                return
+                done = self._refollow(cur, pool, start, master, slave, entries, consumed, void=void)
+                if done == len(entries):
+                    return
+                start += sum(sizes[:done])
+                entries, total = entries[done:], sum(sizes[done:])
             if start > consumed:
                 raise StoreSyncError(
                     f"pool {pool!r}: peer cut starts at byte {start}, this store's head is at "
@@ -556,25 +579,34 @@ class KeyStore:
         cur: sqlite3.Cursor,
         pool: str,
         start: int,
+        master: str,
+        slave: str,
         entries: Sequence[tuple[str, int]],
+        head: int,
         *,
         void: bool,
-    ) -> None:
-        offset = 0
+    ) -> int:
+        """Check the entries of a repeated cut that lie before ``head``; how many there are."""
+        offset, done = 0, 0
         for key_id, size in entries:
+            if start + offset >= head:
+                break
             row = cur.execute(
-                "SELECT pool, start, size, state FROM keys WHERE key_id = ?", (key_id,)
+                "SELECT pool, start, size, master, slave, state FROM keys WHERE key_id = ?",
+                (key_id,),
             ).fetchone()
-            if row is None or tuple(row[:3]) != (pool, start + offset, size):
+            if row is None or tuple(row[:5]) != (pool, start + offset, size, master, slave):
                 raise StoreSyncError(
                     f"pool {pool!r}: peer repeats a cut at byte {start + offset} that this store "
                     f"recorded differently (key {key_id}); the sites disagree"
                 )
-            if void and row[3] == "reserved":
+            if void and row[5] == "reserved":
                 cur.execute(
                     "UPDATE keys SET state = 'void', bits = NULL WHERE key_id = ?", (key_id,)
                 )
             offset += size
+            done += 1
+        return done
 
     def _move(self, key_ids: Sequence[str], old: str, new: str, *, erase: bool = False) -> None:
         with self._transaction(erases=erase) as cur:

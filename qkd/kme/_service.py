@@ -8,7 +8,10 @@ from the local pool (state ``syncing``), have the peer KME repeat the cut
 (:class:`PeerLink`), then mark them ``delivered`` and return them. If the peer
 cannot be reached the keys stay ``syncing`` and are voided on both sides before
 the next allocation (or at start-up after a crash), so the master never holds a
-key the slave cannot fetch, and no bits are ever handed out twice.
+key the slave cannot fetch, and no bits are ever handed out twice. Whatever
+interrupts an allocation before its keys are confirmed (a peer failure, an
+unexpected error, a cancelled request) has the next ``enc_keys`` settle them
+first; recovery sends the peer one void cut per batch of keys, not one per key.
 """
 
 from __future__ import annotations
@@ -162,18 +165,22 @@ class KMEService:
                         }
                     ],
                 ) from None
+            # Until confirmed, these keys are unsettled: if anything below fails (the peer, an
+            # unexpected error, a cancelled request), the next request voids them on both
+            # sides before it allocates, without waiting for a restart.
+            self._needs_recovery = True
             try:
                 await self._peer.follow(
                     allocation.pool, allocation.start, caller, slave, allocation.entries, void=False
                 )
             except PeerLinkError as exc:
-                self._needs_recovery = True  # void these keys on both sides before going on
                 raise ServiceUnavailable(
                     f"peer KME {self.config.peer_kme_id} did not take the keys; none were issued; "
                     "retry once the peer KME is reachable",
                     [{"reason": str(exc)}],
                 ) from None
             self.store.confirm(key_ids)
+            self._needs_recovery = False
         return encode_key_container([(k.key_id, k.key) for k in allocation.keys])
 
     def dec_keys(self, caller: str, master: str, key_ids: Sequence[str]) -> dict[str, Any]:
@@ -214,7 +221,12 @@ class KMEService:
         return {"message": "ok"}
 
     async def recover(self) -> None:
-        """Void allocations left ``syncing`` by a crash or an unreachable peer."""
+        """Void allocations left ``syncing`` by a crash or a failed peer cut.
+
+        One peer request per :meth:`keystore.KeyStore.syncing` batch (a contiguous run
+        of keys for one SAE pair), not per key. Safe to interrupt: the peer's void cut
+        and the local void are both idempotent, so the next attempt settles the rest.
+        """
         async with self._site_lock():
             await self._recover()
 
@@ -235,8 +247,8 @@ class KMEService:
                 )
             except PeerLinkError as exc:
                 raise ServiceUnavailable(
-                    f"peer KME {self.config.peer_kme_id} unreachable; cannot settle earlier "
-                    "unconfirmed keys, so no new keys are issued yet",
+                    f"peer KME {self.config.peer_kme_id} did not settle earlier unconfirmed keys, "
+                    "so no new keys are issued yet; retry once the peer KME is reachable",
                     [{"reason": str(exc)}],
                 ) from None
             self.store.void([key_id for key_id, _ in allocation.entries])

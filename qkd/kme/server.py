@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -44,6 +45,7 @@ try:  # httptools (llhttp, C) parses HTTP/1.1 several times faster than pure-Pyt
 except ImportError:  # pragma: no cover - httptools is a declared dependency
     _HTTPProtocol = H11Protocol  # type: ignore[assignment,misc]
 
+from qkd.kme._api import ServiceUnavailable
 from qkd.kme._service import KMEService, PeerLinkError
 from qkd.kme.app import create_app
 
@@ -56,6 +58,8 @@ __all__ = [
     "probe_tls_group",
     "server_ssl_context",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +188,9 @@ class KMEServer:
     """One KME site served by uvicorn in a background thread (start/stop from sync code).
 
     Give ``port`` (0: pick a free one on ``host``) or ``unix_path``. The server
-    runs crash recovery (:meth:`KMEService.recover`) before accepting requests.
+    runs crash recovery (:meth:`KMEService.recover`) before accepting requests; if
+    the peer KME cannot settle the unconfirmed keys yet, it serves anyway and
+    ``enc_keys`` retries the recovery before issuing any key.
     """
 
     def __init__(
@@ -288,7 +294,13 @@ class KMEServer:
 
     def _run(self) -> None:
         async def main() -> None:
-            await self.service.recover()
+            try:
+                await self.service.recover()
+            except ServiceUnavailable as exc:
+                # Serve anyway (dec_keys needs no peer); enc_keys retries the recovery first
+                # and issues no key until it succeeds. Two restarted sites must not each wait
+                # for the other before serving.
+                _log.warning("KME %s: %s: %s", self.service.config.kme_id, exc, exc.details)
             assert self._server is not None
             await self._server.serve(sockets=[self._sock])
 

@@ -136,9 +136,43 @@ def test_syncing_lists_unconfirmed_allocations(tmp_path: Path) -> None:
     a.allocate("A", "x", "y", [8], ["k1"])
     a.allocate("A", "x", "y", [8, 8], ["k2", "k3"])
     a.confirm(["k1"])
+    a.allocate("A", "x", "z", [8], ["k4"])  # another slave: its own run
     pending = a.syncing("A")
-    assert [e for p in pending for e in p.entries] == [("k2", 8), ("k3", 8)]
-    assert [p.start for p in pending] == [8, 16]
+    assert [p.entries for p in pending] == [(("k2", 8), ("k3", 8)), (("k4", 8),)]
+    assert [(p.start, p.slave) for p in pending] == [(8, "y"), (24, "z")]
+    assert [len(p.keys) for p in a.syncing("A", batch=1)] == [1, 1, 1]
+
+
+def test_syncing_runs_break_at_gaps_and_batch_size(tmp_path: Path) -> None:
+    a, _ = _pair(tmp_path)
+    a.allocate("A", "x", "y", [8] * 5, [f"s{i}" for i in range(5)])
+    a.allocate("A", "x", "y", [8], ["done"])
+    a.confirm(["done"])  # settled: splits the unconfirmed keys into two runs
+    a.allocate("A", "x", "y", [8] * 2, ["t0", "t1"])
+    runs = a.syncing("A", batch=3)
+    assert [[k for k, _ in r.entries] for r in runs] == [
+        ["s0", "s1", "s2"],
+        ["s3", "s4"],
+        ["t0", "t1"],
+    ]
+    assert [r.start for r in runs] == [0, 24, 48]
+    with pytest.raises(ValueError, match="batch"):
+        a.syncing("A", batch=0)
+
+
+def test_follow_accepts_a_cut_that_straddles_its_head(tmp_path: Path) -> None:
+    """Recovery joins a cut the peer applied with one it never saw: both parts are settled."""
+    a, b = _pair(tmp_path)
+    first = a.allocate("A", "x", "y", [16, 16], ["k1", "k2"])
+    b.follow("A", first.start, "x", "y", first.entries)  # then the allocator crashed
+    a.allocate("A", "x", "y", [16], ["k3"])  # never reached the peer
+    (run,) = a.syncing("A")
+    b.follow("A", run.start, "x", "y", run.entries, void=True)
+    b.follow("A", run.start, "x", "y", run.entries, void=True)  # repeated: harmless
+    assert b.key_states() == {"k1": "void", "k2": "void", "k3": "void"}
+    assert b.stats("A").consumed == a.stats("A").consumed == 48
+    with pytest.raises(StoreSyncError, match="recorded differently"):
+        b.follow("A", run.start, "x", "z", run.entries, void=True)  # same cut, other slave
 
 
 def test_site_config_rejects_name_collisions() -> None:
