@@ -14,11 +14,18 @@ from pathlib import Path
 
 import click
 
+from hybridchan.cli._paths import check_output_file
+
 __all__ = ["bench"]
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Shorter runs (a smoke check, not figures).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Shorter runs: a smoke check, not figures. Its rows replace those in the results "
+    "file; give --output FILE to leave benchmarks/results.json as it is.",
+)
 @click.option(
     "--only", "only", multiple=True, metavar="MODULE", help="e.g. bench_kem (repeatable)."
 )
@@ -30,6 +37,7 @@ __all__ = ["bench"]
 )
 def bench(quick: bool, only: tuple[str, ...], output: Path | None) -> None:
     """Run the benchmarks and print the table of figures and ratios."""
+    check_output_file(output, "--output")
     try:
         runner = importlib.import_module("benchmarks.__main__")
     except ImportError:

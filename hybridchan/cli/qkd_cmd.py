@@ -16,6 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
+from hybridchan.cli._paths import check_output_file, write_error
 from qkd.sim import (
     BlockStats,
     LinkParams,
@@ -30,6 +31,8 @@ from qkd.sim import (
 )
 
 __all__ = ["qkd"]
+
+_PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 @click.group()
@@ -79,7 +82,7 @@ def _pulses(value: str) -> int:
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, writable=True),
-    help="Write key rate vs distance (PNG).",
+    help="Write a chart of key rate vs distance (.png, .svg or .pdf).",
 )
 @click.option(
     "--plot-raw-bits",
@@ -90,6 +93,7 @@ def _pulses(value: str) -> int:
 )
 def simulate(**opts: Any) -> None:
     """Simulate decoy-state BB84 (GYS parameters by default) and post-process every block."""
+    check_output_file(opts["plot"], "--plot", suffixes=_PLOT_SUFFIXES)
     try:
         link, post = _build(opts)
         result = _run(link, post, seed=opts["seed"], blocks=opts["blocks"], quiet=opts["as_json"])
@@ -100,6 +104,8 @@ def simulate(**opts: Any) -> None:
         )
     except QKDSimError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise write_error(opts["plot"], exc) from None
     if opts["as_json"]:
         data = result.to_json()
         if points is not None:
@@ -285,11 +291,15 @@ def _plot(
         ax.semilogy(
             *zip(*sim, strict=True), "o", label="simulated (Cascade leak, asymptotic length)"
         )
+    if link.eve.describe() != "none":
+        _no_eve_reference(ax, link, distances, with_eve=curve)
     ax.set_ylim(1e-8, 1e-2)
     ax.set_xlabel("distance (km)")
     ax.set_ylabel("secret key rate (bit/pulse)")
     ax.set_title(
-        f"Decoy-state BB84, mu={link.mu_signal}, nu={link.mu_decoy}, eta_Bob={link.eta_bob}"
+        f"Decoy-state BB84, mu={link.mu_signal}, nu={link.mu_decoy}, eta_Bob={link.eta_bob}, "
+        f"eve={link.eve.describe()}",
+        fontsize=10,
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -297,6 +307,30 @@ def _plot(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return points
+
+
+def _no_eve_reference(
+    ax: Any, link: LinkParams, distances: np.ndarray, *, with_eve: list[float]
+) -> None:
+    """With an eavesdropper the curves may be zero everywhere (nothing to draw on a log
+    axis): show the same link without her, and say so when no key is left at all."""
+    quiet = dataclasses.replace(link, eve=parse_eve("none"))
+    reference = [
+        analytic_key_rate(dataclasses.replace(quiet, distance_km=d), f=1.22) for d in distances
+    ]
+    ax.semilogy(
+        distances, np.maximum(reference, 1e-12), color="grey", alpha=0.6, label="same link, no Eve"
+    )
+    if max(with_eve) <= 0:
+        ax.text(
+            0.5,
+            0.5,
+            f"eve={link.eve.describe()}: no secret key at any distance\n"
+            "(the errors she causes leave nothing after privacy amplification)",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=9,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

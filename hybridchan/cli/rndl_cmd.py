@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from hybridchan.cli._paths import check_output_file, write_error
 from hybridchan.rndl import experiment
 from hybridchan.rndl.oracle import ADVERSARIES
 
@@ -49,7 +50,7 @@ _ADVERSARY_NAMES = [a.name for a in ADVERSARIES]
     "--png",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Draw the matrix as a PNG chart.",
+    help="Draw the matrix as a chart (.png, .svg or .pdf).",
 )
 def rndl(
     configs: tuple[str, ...],
@@ -63,6 +64,15 @@ def rndl(
     over real TCP, then let each future adversary try to decrypt the recordings by
     recomputing the key schedule with only what it can break.
     """
+    check_output_file(json_out, "--json-out")
+    check_output_file(png, "--png", suffixes=(".png", ".svg", ".pdf"))
+    if workdir is not None:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot create {workdir}: {exc.strerror}", param_hint="--workdir"
+            ) from None
     chosen = [c for c in experiment.CONFIGURATIONS if not configs or c.name in configs]
     advs = [a for a in ADVERSARIES if not adversaries or a.name in adversaries]
     err = Console(stderr=True)
@@ -70,10 +80,12 @@ def rndl(
         folder = workdir if workdir is not None else Path(tmp)
         with err.status("recording sessions") as status:
             matrix = experiment.run(folder, chosen, advs, progress=lambda msg: status.update(msg))
-    if json_out is not None:
-        matrix.write_json(json_out)
-    if png is not None:
-        matrix.write_png(png)
+    for target, write in ((json_out, matrix.write_json), (png, matrix.write_png)):
+        if target is not None:
+            try:
+                write(target)
+            except OSError as exc:
+                raise write_error(target, exc) from None
     if as_json:
         click.echo(json.dumps(matrix.to_json(), indent=2))
         return
