@@ -40,19 +40,23 @@ def ca() -> None:
 @click.option(
     "--algorithm", type=click.Choice(pki.ALGORITHMS), default="ecdsa-p256", show_default=True
 )
-@click.option("--days", default=3650, show_default=True, help="Validity in days.")
+@click.option(
+    "--days", type=click.IntRange(min=1), default=3650, show_default=True, help="Validity in days."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing CA in --dir.")
 def create_cmd(directory: str, cn: str, algorithm: str, days: int, force: bool) -> None:
     """Create a self-signed CA: <dir>/ca.pem and <dir>/ca.key."""
     out = Path(directory)
     if (out / "ca.key").exists() and not force:
         raise click.ClickException(f"{out / 'ca.key'} exists; pass --force to replace the CA")
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         credential = pki.create_ca(cn, algorithm=algorithm, valid_days=days)
+        credential.write(out / "ca.pem", out / "ca.key")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the CA to {out}: {exc.strerror}") from None
     except pki.PKIError as exc:
         raise click.ClickException(str(exc)) from None
-    credential.write(out / "ca.pem", out / "ca.key")
     _show(credential, out / "ca.pem", out / "ca.key")
 
 
@@ -72,7 +76,9 @@ def create_cmd(directory: str, cn: str, algorithm: str, days: int, force: bool) 
 @click.option("--ip", multiple=True, help="IP subject alternative name (repeat).")
 @click.option("--client-only", is_flag=True, help="TLS client use only (an SAE).")
 @click.option("--server-only", is_flag=True, help="TLS server use only.")
-@click.option("--days", default=825, show_default=True, help="Validity in days.")
+@click.option(
+    "--days", type=click.IntRange(min=1), default=825, show_default=True, help="Validity in days."
+)
 def issue_cmd(
     directory: str,
     cn: str,
@@ -93,6 +99,11 @@ def issue_cmd(
     out = Path(directory)
     try:
         issuer = pki.load_credential(out / "ca.pem", out / "ca.key")
+    except pki.PKIError as exc:
+        raise click.ClickException(
+            f"{exc} (create the CA first with `hybridchan ca create --dir {out}`)"
+        ) from None
+    try:
         credential = pki.issue_certificate(
             issuer,
             cn,
@@ -104,9 +115,7 @@ def issue_cmd(
             valid_days=days,
         )
     except pki.PKIError as exc:
-        raise click.ClickException(
-            f"{exc} (create the CA first with `hybridchan ca create`)"
-        ) from None
+        raise click.ClickException(str(exc)) from None
     credential.write(out / f"{cn}.pem", out / f"{cn}.key")
     _show(credential, out / f"{cn}.pem", out / f"{cn}.key")
 

@@ -59,7 +59,11 @@ def keygen(name: str, directory: Path, algorithm: str, force: bool) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         identity = pki.create_identity(name, algorithm=algorithm)
         identity.write(cert_path, key_path)
-    except (pki.PKIError, OSError) as exc:
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the key pair to {directory}: {exc.strerror}"
+        ) from None
+    except pki.PKIError as exc:
         raise click.ClickException(str(exc)) from None
     fingerprint = pki.spki_fingerprint(pki.spki_der(identity.private_key.public_key()))
     click.echo(f"private key  {key_path} (keep it; mode 0600)")
