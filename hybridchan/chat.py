@@ -324,6 +324,9 @@ async def run_chat_client(
             task.cancel()
         await asyncio.gather(incoming, outgoing, return_exceptions=True)
         await _close(writer)
+    failure = None if outgoing.cancelled() else outgoing.exception()
+    if failure is not None and not isinstance(failure, _IO_ERRORS):
+        raise failure  # a bug or bad input must not end the chat as if all was sent
 
 
 async def _print_incoming(reader: ChannelReader, output: Log, status: Log) -> None:
@@ -342,7 +345,7 @@ async def _print_incoming(reader: ChannelReader, output: Log, status: Log) -> No
 async def _send_lines(writer: ChannelWriter, lines: AsyncIterator[str]) -> None:
     async for line in lines:
         text = line.rstrip("\r\n")
-        writer.write(text.encode() + b"\n")
+        writer.write(text.encode(errors="replace") + b"\n")  # lone surrogates (argv) -> ?
         await writer.drain()
         if text.strip().lower() == "/quit":
             return
@@ -351,14 +354,22 @@ async def _send_lines(writer: ChannelWriter, lines: AsyncIterator[str]) -> None:
 
 
 async def stdin_lines(stream: Any = None, maxsize: int = 16) -> AsyncIterator[str]:
-    """Lines of stdin without blocking the loop: a daemon thread feeds a bounded queue."""
-    stream = stream or sys.stdin
+    """Lines of stdin without blocking the loop: a daemon thread feeds a bounded queue.
+
+    Reads bytes (``stream`` is a binary file; default: file descriptor 0) and decodes
+    them as UTF-8 with replacement, so input in another encoding reaches the room
+    instead of stopping the reader.
+    """
+    stream = stream or _binary_stdin()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
 
     def pump() -> None:
         while True:
-            line = stream.readline()
+            try:
+                line = stream.readline().decode("utf-8", errors="replace")
+            except (OSError, ValueError):  # stdin closed under us: end of input
+                line = ""
             try:
                 asyncio.run_coroutine_threadsafe(queue.put(line or None), loop).result()
             except RuntimeError:  # the loop is gone
@@ -369,6 +380,15 @@ async def stdin_lines(stream: Any = None, maxsize: int = 16) -> AsyncIterator[st
     threading.Thread(target=pump, name="chat-stdin", daemon=True).start()
     while (item := await queue.get()) is not None:
         yield item
+
+
+def _binary_stdin() -> Any:
+    """A reader of its own on stdin: a daemon thread blocked in ``sys.stdin.buffer``
+    would hold that object's lock at interpreter exit, which aborts the process."""
+    try:
+        return open(sys.stdin.fileno(), "rb", closefd=False)
+    except (OSError, ValueError):  # no file descriptor (io.UnsupportedOperation is both)
+        return sys.stdin.buffer
 
 
 async def iterate(lines: Iterable[str]) -> AsyncIterator[str]:

@@ -11,20 +11,27 @@ QKD policies need a key source both processes share: an ETSI GS QKD 014 KME
 ``--chat`` runs :mod:`hybridchan.chat` instead of the echo; ``connect --chat --name
 NAME`` presents a client certificate for NAME issued by the CA in ``--pki-dir`` (what
 ``serve --chat --mutual`` shows as the user's identity).
+
+The echo client sends stdin as bytes, line by line, and prints exactly the bytes that
+come back (any encoding; a last line needs no newline). Ctrl-C on ``serve`` ends every
+open channel with close-notify, so clients see an orderly end rather than truncation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from handshake import ExternalPSK, HandshakeConfig, HandshakeError
+from handshake import ExternalPSK, HandshakeConfig, HandshakeError, PeerAlertError
 from handshake.pki import (
     PKIError,
     create_ca,
@@ -35,7 +42,7 @@ from handshake.pki import (
     read_pem,
 )
 from hybridchan.config import ChannelConfig, RekeySchedule
-from hybridchan.errors import ChannelError, ConfigError, error_name
+from hybridchan.errors import ChannelError, ConfigError, RecordDecodeError, error_name
 
 __all__ = ["connect", "serve"]
 
@@ -46,7 +53,13 @@ _DEFAULT_NAME = "localhost"
 
 def _common(fn: Any) -> Any:
     options = [
-        click.option("--policy", type=click.Choice(_POLICIES), default="hybrid", show_default=True),
+        click.option(
+            "--policy",
+            type=click.Choice(_POLICIES),
+            default="hybrid",
+            show_default=True,
+            help="Key exchanges that must contribute (README: Policies); the same on both sides.",
+        ),
         click.option(
             "--auth",
             "auth_mode",
@@ -75,21 +88,44 @@ def _common(fn: Any) -> Any:
         click.option(
             "--ca", type=click.Path(dir_okay=False), help="Trusted CA certificates (PEM)."
         ),
-        click.option("--server-name", default=_DEFAULT_NAME, show_default=True),
+        click.option(
+            "--server-name",
+            default=_DEFAULT_NAME,
+            show_default=True,
+            help="The server's name, the same on both sides; its certificate must carry it.",
+        ),
         click.option(
             "--psk-file",
             type=click.Path(dir_okay=False),
-            help="File holding an external PSK in hex (>= 32 bytes).",
+            help="File holding an external PSK in hex (>= 32 bytes), the same file on both "
+            "sides; make one with `openssl rand -hex 32 > psk.hex`.",
         ),
-        click.option("--psk-identity", default="hybridchan-cli", show_default=True),
+        click.option(
+            "--psk-identity",
+            default="hybridchan-cli",
+            show_default=True,
+            help="Name of the PSK, the same on both sides.",
+        ),
         click.option("--kme-url", help="ETSI GS QKD 014 KME of this SAE (QKD policies)."),
         click.option("--sae-id", help="Own SAE ID at the KME."),
         click.option("--peer-sae-id", help="The peer's SAE ID."),
         click.option("--kme-ca", type=click.Path(dir_okay=False), help="CA of the KME (PEM)."),
         click.option("--kme-cert", type=click.Path(dir_okay=False), help="SAE client certificate."),
         click.option("--kme-key", type=click.Path(dir_okay=False), help="SAE client key."),
-        click.option("--rekey-seconds", type=float, default=120.0, show_default=True),
-        click.option("--rekey-bytes", type=int, default=1 << 30, show_default=True),
+        click.option(
+            "--rekey-seconds",
+            type=click.FloatRange(min=0, min_open=True),
+            default=120.0,
+            show_default=True,
+            help="Update the traffic keys this often (QKD policies mix in a fresh QKD key).",
+        ),
+        click.option(
+            "--rekey-bytes",
+            type=click.IntRange(min=1),
+            default=1 << 30,
+            show_default=True,
+            help="... and after this many bytes sent.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -106,28 +142,40 @@ def _ensure_pki(pki_dir: Path, server_name: str) -> None:
     server.write(pki_dir / "server.pem", pki_dir / "server-key.pem")
 
 
+def _pki_dir_defaults(server: bool, auth: str, opts: dict[str, Any]) -> None:
+    """Fill --cert/--key/--ca from --pki-dir (the server creates the demo PKI there)."""
+    pki_dir: Path = opts["pki_dir"]
+    if server:
+        _ensure_pki(pki_dir, opts["server_name"])
+        opts["cert"] = opts["cert"] or str(pki_dir / "server.pem")
+        opts["key"] = opts["key"] or str(pki_dir / "server-key.pem")
+        if opts.get("mutual"):  # client certificates are checked against this CA
+            opts["ca"] = opts["ca"] or str(pki_dir / "ca.pem")
+    elif not opts["ca"]:
+        ca = pki_dir / "ca.pem"
+        if ca.exists():
+            opts["ca"] = str(ca)
+        elif auth == "certificate":
+            raise click.ClickException(
+                f"no demo CA in {pki_dir} (ca.pem is missing): start `hybridchan serve "
+                "--pki-dir DIR` first and give the client the same DIR, or pass --ca FILE"
+            )
+
+
 def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
     policy = opts["policy"]
     auth = opts["auth_mode"] or ("psk" if policy == "qkd-only" else "certificate")
     hs: dict[str, Any] = {"policy": policy, "auth_mode": auth, "server_name": opts["server_name"]}
-    pki_dir: Path | None = opts["pki_dir"]
-    if pki_dir is not None:
-        if server:
-            _ensure_pki(pki_dir, opts["server_name"])
-            opts["cert"] = opts["cert"] or str(pki_dir / "server.pem")
-            opts["key"] = opts["key"] or str(pki_dir / "server-key.pem")
-            if opts.get("mutual"):  # client certificates are checked against this CA
-                opts["ca"] = opts["ca"] or str(pki_dir / "ca.pem")
-        else:
-            opts["ca"] = opts["ca"] or str(pki_dir / "ca.pem")
+    if opts["pins"] and auth != "raw-key":
+        raise click.UsageError("--pin belongs to --auth raw-key")
+    if opts["pki_dir"] is not None:
+        _pki_dir_defaults(server, auth, opts)
     if opts["cert"] or opts["key"]:
         if not (opts["cert"] and opts["key"]):
             raise click.UsageError("--cert and --key go together")
         hs["credential"] = load_credential(opts["cert"], opts["key"])
     if auth == "raw-key":
         _raw_key(server, opts, hs)
-    elif opts["pins"]:
-        raise click.UsageError("--pin belongs to --auth raw-key")
     mutual = server and auth == "certificate" and bool(opts.get("mutual"))
     if opts["ca"] and auth != "raw-key":
         hs["trust_store"] = tuple(load_certificates(read_pem(opts["ca"], "CA certificate")))
@@ -139,8 +187,13 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
     if auth == "certificate" and not server and not opts["ca"]:
         raise click.UsageError("the client needs --ca or --pki-dir to check the server certificate")
     if opts["psk_file"]:
-        key = bytes.fromhex(Path(opts["psk_file"]).read_text().strip())
+        key = _read_psk(opts["psk_file"])
         hs["psks"] = (ExternalPSK(identity=opts["psk_identity"].encode(), key=key),)
+    elif auth == "psk":
+        raise click.UsageError(
+            "--auth psk needs --psk-file FILE: the same hex key file on both sides "
+            "(make one with `openssl rand -hex 32 > psk.hex`)"
+        )
     if opts["kme_url"]:
         hs.update(_kme_source(opts))
     elif policy in ("hybrid+qkd", "qkd-only") or auth == "qkd-psk":
@@ -151,6 +204,21 @@ def _build_config(server: bool, opts: dict[str, Any]) -> ChannelConfig:
         )
     rekey = RekeySchedule(max_seconds=opts["rekey_seconds"], max_bytes=opts["rekey_bytes"])
     return ChannelConfig(handshake=HandshakeConfig(**hs), rekey=rekey)
+
+
+def _read_psk(path: str) -> bytes:
+    """The PSK in ``path`` (hex); errors name the file, never its content."""
+    try:
+        text = Path(path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read PSK file {path}: {exc.strerror}") from None
+    try:
+        return bytes.fromhex(text.strip())
+    except ValueError:
+        raise click.ClickException(
+            f"PSK file {path} does not hold one hex string (expected e.g. 64 hex digits "
+            "from `openssl rand -hex 32`)"
+        ) from None
 
 
 def _raw_key(server: bool, opts: dict[str, Any], hs: dict[str, Any]) -> None:
@@ -205,8 +273,14 @@ def _config_or_exit(server: bool, opts: dict[str, Any]) -> ChannelConfig:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=4433, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=4433,
+    show_default=True,
+    help="TCP port (0: a free one, printed at start).",
+)
 @click.option(
     "--mutual",
     is_flag=True,
@@ -216,32 +290,101 @@ def _config_or_exit(server: bool, opts: dict[str, Any]) -> ChannelConfig:
 @click.option("--chat", is_flag=True, help="Run a multi-user chat room instead of the echo.")
 @_common
 def serve(host: str, port: int, once: bool, chat: bool, **opts: Any) -> None:
-    """Run an echo server (or a chat room, --chat) over a hybrid channel."""
-    from hybridchan._sync import Server
+    """Run an echo server (or a chat room, --chat) over a hybrid channel.
 
-    console = Console(stderr=True)
+    \b
+    hybridchan serve --pki-dir demo-pki            # creates an ML-DSA-65 demo CA there
+    hybridchan connect --pki-dir demo-pki -m hello # in another terminal
+    """
+    if once and chat:
+        raise click.UsageError("--once is for the echo server; a chat room runs until Ctrl-C")
+    console = _console()
     config = _config_or_exit(True, opts)
     if chat:
-        from hybridchan.chat import serve_chat
-
-        def log(text: str) -> None:
-            console.print(text, markup=False, highlight=False)
-
-        try:
-            asyncio.run(serve_chat(host, port, config, log=log))
-        except KeyboardInterrupt:
-            pass
+        _chat_server(host, port, config, console)
         return
+    _echo_server(host, port, once, config, console, opts["policy"])
+
+
+def _console() -> Console:
+    """Status and log lines on stderr, one line each even in a pipe or a log file."""
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _listen_error(host: str, port: int, exc: BaseException) -> click.ClickException:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return click.ClickException(
+        f"cannot listen on {host}:{port}: {reason}; choose another --port (0 picks a free "
+        "one) or --host, or stop the program using it"
+    )
+
+
+def _chat_server(host: str, port: int, config: ChannelConfig, console: Console) -> None:
+    from hybridchan.chat import serve_chat
+
+    def log(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    try:
+        asyncio.run(serve_chat(host, port, config, log=log))
+    except KeyboardInterrupt:
+        pass
+    except (OSError, OverflowError) as exc:
+        raise _listen_error(host, port, exc) from None
+
+
+class _OpenChannels:
+    """The echo server's open channels, so that Ctrl-C can end each with close-notify.
+
+    ``Channel.close()`` from another thread drops the close-notify if a send is under
+    way, so each handler sends under its channel's lock and :meth:`close_all` takes it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[Any, threading.Lock] = {}
+
+    def add(self, channel: Any) -> threading.Lock:
+        with self._lock:
+            return self._open.setdefault(channel, threading.Lock())
+
+    def discard(self, channel: Any) -> None:
+        with self._lock:
+            self._open.pop(channel, None)
+
+    def close_all(self) -> int:
+        with self._lock:
+            closing = list(self._open.items())
+        for channel, sending in closing:
+            got = sending.acquire(timeout=1.0)  # a client that does not read: close anyway
+            try:
+                channel.close()
+            finally:
+                if got:
+                    sending.release()
+        return len(closing)
+
+
+def _echo_server(
+    host: str, port: int, once: bool, config: ChannelConfig, console: Console, policy: str
+) -> None:
+    from hybridchan._sync import Server
+
     done = threading.Event()
+    channels = _OpenChannels()
 
     def handler(channel: Any) -> None:
         _describe(console, channel, f"client {channel.getpeername()[0]}:")
+        sending = channels.add(channel)
         try:
             while data := channel.recv(65536):
-                channel.sendall(data)
+                with sending:
+                    channel.sendall(data)
         except (ChannelError, HandshakeError, OSError) as exc:
-            console.print(f"[red]client error:[/red] {exc}")
+            if not done.is_set():
+                console.print(f"[red]client error:[/red] {exc}")
         finally:
+            channels.discard(channel)
             conn = channel.connection
             console.print(
                 f"client done: {conn.write_generation} key updates sent, {conn.read_generation} received"
@@ -249,9 +392,13 @@ def serve(host: str, port: int, once: bool, chat: bool, **opts: Any) -> None:
             if once:
                 done.set()
 
-    with Server(config, host, port) as server:
+    try:
+        server = Server(config, host, port)
+    except (OSError, OverflowError) as exc:
+        raise _listen_error(host, port, exc) from None
+    with server:
         console.print(
-            f"echo server on {server.address[0]}:{server.address[1]} (policy {opts['policy']}); Ctrl-C stops"
+            f"echo server on {server.address[0]}:{server.address[1]} (policy {policy}); Ctrl-C stops"
         )
         thread = threading.Thread(target=server.serve_forever, args=(handler,), daemon=True)
         thread.start()
@@ -259,7 +406,8 @@ def serve(host: str, port: int, once: bool, chat: bool, **opts: Any) -> None:
             while not done.wait(0.2):
                 _report_failures(console, server.errors)
         except KeyboardInterrupt:
-            pass
+            done.set()
+            console.print(f"stopped; closed {channels.close_all()} open channel(s)")
 
 
 def _report_failures(console: Console, errors: list[BaseException]) -> None:
@@ -273,7 +421,7 @@ def _report_failures(console: Console, errors: list[BaseException]) -> None:
 
 @click.command()
 @click.argument("host", default="127.0.0.1")
-@click.argument("port", type=int, default=4433)
+@click.argument("port", type=click.IntRange(1, 65535), default=4433)
 @click.option(
     "--message", "-m", multiple=True, help="Send this line and print the echo (repeatable)."
 )
@@ -286,27 +434,66 @@ def _report_failures(console: Console, errors: list[BaseException]) -> None:
 def connect(
     host: str, port: int, message: tuple[str, ...], chat: bool, name: str | None, **opts: Any
 ) -> None:
-    """Connect to an echo server; send --message lines or stdin, print the echoes."""
-    from hybridchan._sync import connect as open_channel
+    """Connect to a server (echo, or a chat room with --chat); send --message lines or
+    stdin and print what comes back. The session's components and peer go to stderr.
 
-    console = Console(stderr=True)
+    \b
+    hybridchan connect --pki-dir demo-pki -m hello           # trusts serve's demo CA
+    hybridchan connect --auth raw-key --pin server.pem < notes.txt
+    """
+    console = _console()
     if name is not None:
         _name_credential(name, opts)
     config = _config_or_exit(False, opts)
-    if chat:
-        _chat_client(host, port, config, message, console)
-        return
     try:
-        with open_channel((host, port), config) as channel:
-            _describe(console, channel, "connected:")
-            lines = [m + "\n" for m in message] if message else sys.stdin
-            reader = channel.makefile("rb")
-            for line in lines:
-                channel.sendall(line.encode())
-                click.echo(reader.readline().decode(errors="replace"), nl=False)
-            reader.close()
+        if chat:
+            _chat_client(host, port, config, message, console)
+        else:
+            _echo_client(host, port, config, message, console)
     except (ChannelError, HandshakeError, OSError) as exc:
-        raise click.ClickException(f"{error_name(exc)}: {exc}") from None
+        raise click.ClickException(_connect_error(exc, host, port)) from None
+
+
+def _echo_client(
+    host: str, port: int, config: ChannelConfig, message: tuple[str, ...], console: Console
+) -> None:
+    """Send each line as bytes and print exactly as many bytes back: any encoding, and a
+    last line without a newline does not wait for one."""
+    from hybridchan._sync import connect as open_channel
+
+    lines = [os.fsencode(m) + b"\n" for m in message] if message else _stdin_lines()
+    with open_channel((host, port), config) as channel:
+        _describe(console, channel, "connected:")
+        for line in lines:
+            channel.sendall(line)
+            click.echo(channel.recv_exactly(len(line)), nl=False)
+
+
+def _stdin_lines() -> Iterator[bytes]:
+    """Lines of stdin as bytes, at most 64 KiB each (a longer line comes in pieces)."""
+    while line := sys.stdin.buffer.readline(1 << 16):
+        yield line
+
+
+def _connect_error(exc: BaseException, host: str, port: int) -> str:
+    """What went wrong and what to try; the peer's alert alone does not say why."""
+    text = f"{error_name(exc)}: {exc}"
+    if isinstance(exc, PeerAlertError):
+        return (
+            f"{text}\nthe server refused the handshake; its log names the reason. Check that "
+            "--policy, --auth and the keys (--ca, --pin, --psk-file, --cert/--key for a "
+            "--mutual server) match the server's."
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"nothing listens on {host}:{port} (connection refused): start `hybridchan serve` "
+            "there or check HOST and PORT"
+        )
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r}: {exc.strerror}"
+    if isinstance(exc, RecordDecodeError):  # what the first bytes of another protocol give
+        return f"{text}\nis {host}:{port} a hybridchan server (`hybridchan serve`)?"
+    return text
 
 
 def _name_credential(name: str, opts: dict[str, Any]) -> None:
@@ -339,5 +526,3 @@ def _chat_client(
         )
     except KeyboardInterrupt:
         pass
-    except (ChannelError, HandshakeError, OSError) as exc:
-        raise click.ClickException(f"{error_name(exc)}: {exc}") from None
