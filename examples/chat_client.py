@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
+from hybridchan import ChannelError, HandshakeError
 from hybridchan.chat import run_chat_client, user_credential, with_credential
 from hybridchan.demo import EmbeddedPKI, embedded_configs
+from hybridchan.errors import error_name
 
 
 def main() -> None:
@@ -27,12 +30,15 @@ def main() -> None:
     args = parser.parse_args()
     pki = EmbeddedPKI.load_or_create(args.pki_dir)
     client_config, _ = embedded_configs(args.policy, pki=pki, mutual=True)
-    if args.name:
-        client_config = with_credential(client_config, user_credential(args.pki_dir, args.name))
     try:
+        if args.name:  # a bad name is a ValueError
+            client_config = with_credential(client_config, user_credential(args.pki_dir, args.name))
         asyncio.run(run_chat_client(args.host, args.port, client_config))
     except KeyboardInterrupt:
         pass
+    except (OSError, ValueError, HandshakeError, ChannelError) as exc:
+        # no server on the port (start examples/chat_server.py), or a refused handshake
+        sys.exit(f"chat_client: {error_name(exc)}: {exc}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from hybridchan.chat import serve_chat
 from hybridchan.demo import EmbeddedPKI, embedded_configs
@@ -38,6 +39,8 @@ def main() -> None:
         asyncio.run(serve_chat(args.host, args.port, server_config))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # e.g. the port is taken: pick another with --port
+        sys.exit(f"chat_server: {exc.strerror or exc}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import hybridchan
 from hybridchan.demo import EmbeddedPKI, embedded_configs
+from hybridchan.errors import error_name
 
 
 def main() -> None:
@@ -29,4 +31,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, hybridchan.HandshakeError, hybridchan.ChannelError) as exc:
+        # no server on the port (start examples/echo_server.py), or a refused handshake
+        sys.exit(f"echo_client: {error_name(exc)}: {exc}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import hybridchan
 from hybridchan.demo import EmbeddedPKI, embedded_configs
+from hybridchan.errors import error_name
 
 
 async def main() -> None:
@@ -28,4 +30,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OSError, hybridchan.HandshakeError, hybridchan.ChannelError) as exc:
+        # no server on the port (start an echo server), or a refused handshake
+        sys.exit(f"echo_client_asyncio: {error_name(exc)}: {exc}")

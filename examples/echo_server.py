@@ -9,6 +9,7 @@ and is created on first use, so client and server processes trust each other.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import hybridchan
 from hybridchan.demo import EmbeddedPKI, embedded_configs
@@ -29,7 +30,11 @@ def main() -> None:
     parser.add_argument("--pki-dir", default=".hybridchan-example-pki")
     args = parser.parse_args()
     _, server_config = embedded_configs(args.policy, pki=EmbeddedPKI.load_or_create(args.pki_dir))
-    with hybridchan.Server(server_config, "127.0.0.1", args.port) as server:
+    try:
+        server = hybridchan.Server(server_config, "127.0.0.1", args.port)
+    except OSError as exc:  # e.g. the port is taken: pick another with --port
+        sys.exit(f"echo_server: cannot listen on port {args.port}: {exc.strerror}")
+    with server:
         print(f"echo server listening on {server.address}; Ctrl-C stops")
         try:
             server.serve_forever(handle)

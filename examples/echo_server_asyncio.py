@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import hybridchan
 from hybridchan.demo import EmbeddedPKI, embedded_configs
@@ -36,3 +37,5 @@ if __name__ == "__main__":
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # e.g. the port is taken: pick another with --port
+        sys.exit(f"echo_server_asyncio: {exc.strerror or exc}")

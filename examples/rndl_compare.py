@@ -13,6 +13,7 @@ recordings.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -31,6 +32,10 @@ def main() -> None:
     )
     out = parser.parse_args().output_dir
     console = Console()
+    try:
+        (out / "recordings").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        sys.exit(f"rndl_compare: cannot create {out / 'recordings'}: {exc.strerror}")
     matrix = experiment.run(out / "recordings", progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     console.print(matrix.table())
     matrix.write_json(out / "rndl.json")

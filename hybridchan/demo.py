@@ -190,7 +190,10 @@ def run_echo_demo(
 
 
 def run(*, console: Any = None, quick: bool = False) -> dict[str, Any]:
-    """The channel stage of ``hybridchan demo`` (``make demo``): :func:`run_echo_demo`."""
+    """:func:`run_echo_demo` with the demo's sizes on an in-memory QKD link.
+
+    ``hybridchan demo`` (``make demo``) runs the same echo with QKD keys from a KME pair.
+    """
     if console is not None and hasattr(console, "rule"):
         console.rule("[bold]Hybrid+QKD echo over loopback TCP (hybridchan channel)")
     echo = console.print if console is not None else print

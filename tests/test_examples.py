@@ -115,3 +115,51 @@ def test_rndl_compare_writes_its_results(tmp_path: Path) -> None:
     assert "hybrid+qkd gave up 0 of" in out and "protected by QKD" in out
     assert (tmp_path / "out" / "rndl.json").stat().st_size > 0
     assert (tmp_path / "out" / "rndl.png").stat().st_size > 0
+
+
+def test_clients_without_a_server_and_a_taken_port_say_so(tmp_path: Path) -> None:
+    """These used to end in a traceback."""
+    port = str(_free_port())
+    for script in ("echo_client.py", "echo_client_asyncio.py", "chat_client.py"):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / script), "--port", port, "--pki-dir", "pki"],
+            cwd=tmp_path,
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 1, (script, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert f"{script.removesuffix('.py')}: ConnectionRefusedError" in done.stderr
+    with closing(socket.socket()) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        for script in ("echo_server.py", "echo_server_asyncio.py", "chat_server.py"):
+            done = subprocess.run(
+                [sys.executable, str(EXAMPLES / script), "--port", busy, "--pki-dir", "pki"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
+            )
+            assert done.returncode == 1, (script, done.stderr)
+            assert (
+                "Traceback" not in done.stderr and "address already in use" in done.stderr.lower()
+            )
+
+
+def test_readme_blocking_example_runs(tmp_path: Path) -> None:
+    """The README's "Use it" code, up to its asyncio lines, runs as printed."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0].split("# asyncio", 1)[0]
+    script = tmp_path / "readme_example.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["b'hello'", "('X25519', 'ML-KEM-768')"]
