@@ -2,7 +2,10 @@
 
 python -m benchmarks [--quick] [--only NAME ...] [--output PATH]
 
-With ``--only``, the other modules' rows already in the output file are kept.
+``--quick`` rows are a smoke check, not figures: they go to
+``benchmarks/results-quick.json`` (git-ignored) unless ``--output`` is given, so a
+quick run never overwrites the measured figures. With ``--only``, the other modules'
+rows already in the output file are kept.
 """
 
 from __future__ import annotations
@@ -15,21 +18,40 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Final
 
 from rich.console import Console
 from rich.table import Table
 
 import benchmarks
 
+RESULTS: Final = Path(benchmarks.__file__).parent / "results.json"
+QUICK_RESULTS: Final = RESULTS.with_name("results-quick.json")
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke check)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter runs (smoke check); rows go to benchmarks/results-quick.json, not "
+        "benchmarks/results.json, unless --output is given",
+    )
     parser.add_argument("--only", nargs="*", default=None, help="module names, e.g. bench_kem")
     parser.add_argument(
-        "--output", type=Path, default=Path(benchmarks.__file__).parent / "results.json"
+        "--output",
+        type=Path,
+        default=None,
+        help="results file (default: benchmarks/results.json; with --quick "
+        "benchmarks/results-quick.json)",
     )
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = QUICK_RESULTS if args.quick else RESULTS
     console = Console(stderr=True)
     available = sorted(
         m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
@@ -57,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             console.print(f"[red]{name} failed:[/red]\n{traceback.format_exc()}")
         console.print(f"  {name}: {time.perf_counter() - started:.1f} s")
-    if args.only is not None:  # keep the other modules' rows from an earlier full run
+    if args.only is not None:  # keep the other modules' rows from an earlier run
         results = [r for r in _previous(args.output) if r.get("module") not in names] + results
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title=f"benchmarks ({args.output})")
@@ -73,10 +95,20 @@ def main(argv: list[str] | None = None) -> int:
             str(r.get("target", "")),
         )
     Console(width=max(Console().width, 150)).print(table)
+    _say_where(console, args.output, len(results), quick=args.quick)
     if failed:
         console.print(f"[red]failed modules: {', '.join(failed)}[/red]")
         return 1
     return 0
+
+
+def _say_where(console: Console, output: Path, rows: int, *, quick: bool) -> None:
+    console.print(f"wrote {rows} rows to {output}", soft_wrap=True)
+    if quick and output.resolve() != RESULTS.resolve():
+        note = f"--quick rows are a smoke check, not figures; {RESULTS} is left as it is"
+        console.print(note, soft_wrap=True)
+    elif quick:
+        console.print("--quick rows are a smoke check, not figures")
 
 
 def _previous(path: Path) -> list[dict[str, object]]:

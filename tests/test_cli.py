@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -105,6 +106,7 @@ def test_bench_handshake_quick_reports_every_figure(tmp_path: Path) -> None:
     assert set(rows) == {
         "handshake/openssl-tls13",
         "handshake/full",
+        "handshake/full/no-qkd",
         "handshake/full/primitives",
         "handshake/full/protocol-overhead",
         "handshake/qkd-psk",
@@ -123,3 +125,59 @@ def test_bench_names_an_unknown_module(tmp_path: Path) -> None:
 
 
 KEEP = {"name": "other/figure", "module": "bench_other", "value": 1.0, "unit": "x"}
+
+
+FAKE_BENCH = """from benchmarks._common import Result
+
+
+def run(quick: bool) -> list[Result]:
+    return [Result("fake/figure", 2.0 if quick else 1.0, "x")]
+"""
+
+
+@pytest.fixture
+def fake_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A benchmark module ``bench_fake`` and default results files, all in ``tmp_path``:
+    these tests never touch benchmarks/results.json."""
+    import benchmarks
+    from benchmarks import __main__ as runner
+
+    (tmp_path / "bench_fake.py").write_text(FAKE_BENCH)
+    monkeypatch.setattr(benchmarks, "__path__", [*benchmarks.__path__, str(tmp_path)])
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results.json")
+    monkeypatch.setattr(runner, "QUICK_RESULTS", tmp_path / "results-quick.json")
+    yield tmp_path
+    sys.modules.pop("benchmarks.bench_fake", None)
+
+
+def test_bench_quick_keeps_the_real_figures(fake_bench: Path) -> None:
+    """--quick rows go to results-quick.json; results.json keeps the measured figures."""
+    real, quick = fake_bench / "results.json", fake_bench / "results-quick.json"
+    real.write_text(json.dumps([{"name": "fake/figure", "module": "bench_fake", "value": 1.0}]))
+    before = real.read_bytes()
+    result = CliRunner().invoke(main, ["bench", "--quick", "--only", "bench_fake"])
+    assert result.exit_code == 0, result.output
+    assert real.read_bytes() == before
+    assert [r["value"] for r in json.loads(quick.read_text())] == [2.0]
+    assert f"wrote 1 rows to {quick}" in result.output
+    assert (
+        "smoke check, not figures" in result.output and f"{real} is left as it is" in result.output
+    )
+
+
+def test_bench_only_merges_within_the_chosen_file(fake_bench: Path) -> None:
+    """--only replaces its module's rows and keeps the others, in whichever file is used."""
+    real, quick = fake_bench / "results.json", fake_bench / "results-quick.json"
+    old = {"name": "fake/old", "module": "bench_fake", "value": 0}
+    for path in (real, quick):
+        path.write_text(json.dumps([old, KEEP]))
+    assert CliRunner().invoke(main, ["bench", "--quick", "--only", "bench_fake"]).exit_code == 0
+    assert [r["name"] for r in json.loads(quick.read_text())] == ["other/figure", "fake/figure"]
+    assert json.loads(real.read_text()) == [old, KEEP]
+    assert CliRunner().invoke(main, ["bench", "--only", "bench_fake"]).exit_code == 0
+    assert [r["value"] for r in json.loads(real.read_text())] == [1.0, 1.0]  # KEEP + full run
+    chosen = fake_bench / "chosen.json"
+    args = ["bench", "--quick", "--only", "bench_fake", "--output", str(chosen)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert [r["value"] for r in json.loads(chosen.read_text())] == [2.0]
+    assert len(json.loads(quick.read_text())) == 2  # untouched by --output

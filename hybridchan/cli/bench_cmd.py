@@ -4,7 +4,8 @@
     hybridchan bench --only bench_handshake --only bench_qkd --quick
 
 Figures are ratios against baselines measured in the same run; they go to
-``benchmarks/results.json`` (``--only`` replaces just those modules' rows there).
+``benchmarks/results.json``, and ``--quick`` rows (a smoke check) to
+``benchmarks/results-quick.json`` (``--only`` replaces just those modules' rows there).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ __all__ = ["bench"]
 @click.option(
     "--quick",
     is_flag=True,
-    help="Shorter runs: a smoke check, not figures. Its rows replace those in the results "
-    "file; give --output FILE to leave benchmarks/results.json as it is.",
+    help="Shorter runs: a smoke check, not figures. Rows go to benchmarks/results-quick.json "
+    "(unless --output), so benchmarks/results.json keeps the measured figures.",
 )
 @click.option(
     "--only", "only", multiple=True, metavar="MODULE", help="e.g. bench_kem (repeatable)."
@@ -33,7 +34,8 @@ __all__ = ["bench"]
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Results file (default: benchmarks/results.json).",
+    help="Results file (default: benchmarks/results.json; with --quick "
+    "benchmarks/results-quick.json).",
 )
 def bench(quick: bool, only: tuple[str, ...], output: Path | None) -> None:
     """Run the benchmarks and print the table of figures and ratios."""
