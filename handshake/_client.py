@@ -381,7 +381,9 @@ class ExpectFinished(_HandshakeKeys):
         cfg = self.hs.config
         if cfg.credential is None:
             raise AuthenticationError(
-                "server requires client authentication; configure a credential",
+                "server requires client authentication; configure a credential: "
+                "HandshakeConfig(credential=...) in code, or on the command line "
+                "--cert/--key (or --name with --pki-dir)",
                 alert=AlertDescription.handshake_failure,
             )
         scheme = auth.scheme_for(cfg.credential)

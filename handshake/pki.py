@@ -303,10 +303,11 @@ def load_pins(data: bytes) -> list[bytes]:
     """SPKI DER of every public key in a PEM file of certificates and/or public keys.
 
     Raw-key mode pins these keys; for a certificate only its public key is pinned (its
-    issuer, validity and names play no part).
+    issuer, validity and names play no part). Errors name the file when ``data`` came
+    from :func:`read_pem`.
     """
-    if len(data) > _MAX_PEM_BYTES:
-        raise PKIError(f"PEM file of {len(data)} bytes exceeds the {_MAX_PEM_BYTES}-byte limit")
+    where, _ = _origin(data, "pin")
+    _check_size(data, where)
     pins: list[bytes] = []
     for match in re.finditer(rb"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", data, re.S):
         label, pem = match.group(1), match.group(0)
@@ -316,26 +317,41 @@ def load_pins(data: bytes) -> list[bytes]:
             elif label == b"PUBLIC KEY":
                 pins.append(spki_der(serialization.load_pem_public_key(pem)))
         except (ValueError, UnsupportedAlgorithm) as exc:
-            raise PKIError(f"unreadable {label.decode().lower()} in pin file: {exc}") from None
+            raise PKIError(
+                f"unreadable {label.decode().lower()} in {where} ({exc}): give the peer's "
+                "PEM certificate or public key as written by hybridchan keygen"
+            ) from None
     if not pins:
-        raise PKIError(
-            "no CERTIFICATE or PUBLIC KEY found in the pin file; give the peer's PEM "
-            "certificate (hybridchan keygen writes one) or public key"
+        found = _contents(data)
+        hint = (
+            "pin the peer's certificate or public key instead; a private key stays with its owner"
+            if found == "a private key"
+            else _DER_HINT.format(tool="x509")
+            if found == _DER
+            else "give the peer's PEM certificate (hybridchan keygen writes one) or public key"
         )
+        raise PKIError(f"no CERTIFICATE or PUBLIC KEY found in {where} (it holds {found}): {hint}")
     return pins
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """Every certificate in a PEM bundle (``PKIError`` if none or malformed)."""
-    if len(data) > _MAX_PEM_BYTES:
-        raise PKIError(f"PEM bundle of {len(data)} bytes exceeds the {_MAX_PEM_BYTES}-byte limit")
+    """Every certificate in a PEM bundle (``PKIError`` if none or malformed).
+
+    Errors name the file when ``data`` came from :func:`read_pem`, say what it holds
+    instead (a private key, DER, ...) and what to pass; they never quote its bytes.
+    """
+    where, what = _origin(data, "certificate")
+    _check_size(data, where)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        found = _contents(data)
+        raise PKIError(f"{where} holds {found}, not a {what}: {_cert_hint(found, what)}")
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise PKIError(f"not a PEM certificate bundle: {exc}") from None
-    if not certs:
-        raise PKIError("no certificate found in PEM data")
-    return certs
+        raise PKIError(
+            f"unreadable certificate in {where} ({exc}): give the {what} as PEM, e.g. "
+            "as written by hybridchan ca issue or hybridchan keygen"
+        ) from None
 
 
 def load_credential(
@@ -344,22 +360,17 @@ def load_credential(
     """Read a credential written by :meth:`Credential.write` (or any PEM cert chain + key).
 
     The first certificate in ``cert_path`` is the leaf; the rest form the chain.
-    Raises :class:`PKIError` if a file is missing, malformed, or the key does not
+    Raises :class:`PKIError` naming the file if one is missing, malformed, holds the
+    wrong thing (a key given as the certificate, or the reverse), or the key does not
     belong to the certificate.
     """
-    cert_data = read_pem(cert_path, "certificate")
-    key_data = read_pem(key_path, "private key")
-    certs = load_certificates(cert_data)
-    try:
-        key = serialization.load_pem_private_key(key_data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise PKIError(f"{key_path}: not an unencrypted PEM private key ({exc})") from None
-    algorithm_of(key)  # rejects unsupported key types with a clear message
+    certs = load_certificates(read_pem(cert_path, "certificate"))
+    key = _load_private_key(read_pem(key_path, "private key"))
     if spki_der(key.public_key()) != spki_der(certs[0].public_key()):
         raise PKIError(
             f"{key_path} does not hold the private key of the certificate in {cert_path}"
         )
-    return Credential(certs[0], key, tuple(certs[1:]))  # type: ignore[arg-type]
+    return Credential(certs[0], key, tuple(certs[1:]))
 
 
 def spki_der(public_key: Any) -> bytes:
@@ -386,7 +397,11 @@ def verify_issued_by(certificate: x509.Certificate, issuer: x509.Certificate) ->
 
 
 def read_pem(path: str | os.PathLike[str], what: str) -> bytes:
-    """The bytes of a PEM file, bounded (``PKIError`` naming ``what`` if unreadable)."""
+    """The bytes of a PEM file, bounded (``PKIError`` naming ``what`` if unreadable).
+
+    The bytes remember ``path`` and ``what``, so that :func:`load_certificates` and
+    :func:`load_pins` name the file in their errors.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read(_MAX_PEM_BYTES + 1)
@@ -394,7 +409,96 @@ def read_pem(path: str | os.PathLike[str], what: str) -> bytes:
         raise PKIError(f"cannot read {what} file {path}: {exc.strerror}") from None
     if len(data) > _MAX_PEM_BYTES:
         raise PKIError(f"{what} file {path} is larger than {_MAX_PEM_BYTES} bytes")
-    return data
+    return _PEMFile(data, path, what)
+
+
+class _PEMFile(bytes):
+    """Bytes read by :func:`read_pem` with the file they came from, for error messages."""
+
+    path: str
+    what: str
+
+    def __new__(cls, data: bytes, path: str | os.PathLike[str], what: str) -> _PEMFile:
+        self = super().__new__(cls, data)
+        self.path, self.what = os.fspath(path), what
+        return self
+
+
+def _origin(data: bytes, what: str) -> tuple[str, str]:
+    """How errors name ``data`` (``"CA certificate file ca.pem"``) and what it should hold."""
+    if isinstance(data, _PEMFile):
+        return f"{data.what} file {data.path}", data.what
+    return "the PEM data", what
+
+
+def _check_size(data: bytes, where: str) -> None:
+    if len(data) > _MAX_PEM_BYTES:
+        raise PKIError(f"{where} of {len(data)} bytes exceeds the {_MAX_PEM_BYTES}-byte limit")
+
+
+_PEM_LABEL: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+_DER: Final = "binary (DER) data"
+_DER_HINT: Final = "convert it to PEM with `openssl {tool} -inform der -in FILE -out FILE.pem`"
+
+
+def _contents(data: bytes) -> str:
+    """What a file lacking the expected PEM block holds, in words; never its bytes."""
+    labels = sorted({label.decode() for label in _PEM_LABEL.findall(data)})
+    if any(label.endswith("PRIVATE KEY") for label in labels):
+        return "a private key"
+    if "CERTIFICATE" in labels:
+        return "a certificate"
+    if "PUBLIC KEY" in labels:
+        return "a public key"
+    if labels:
+        return "PEM blocks of another kind (" + ", ".join(labels) + ")"
+    if not data.strip():
+        return "nothing (it is empty)"
+    if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: a DER certificate or key
+        return _DER
+    return "text without a PEM block (-----BEGIN ...-----)"
+
+
+def _cert_hint(found: str, what: str) -> str:
+    if found == "a private key" and what == "certificate":
+        return "pass it as --key, and the certificate (e.g. the .pem next to it) as --cert"
+    if found == "a private key":
+        return f"give the {what} (a .pem file); a private key goes only in --key"
+    if found == _DER:
+        return _DER_HINT.format(tool="x509")
+    return f"give the {what} as PEM, e.g. as written by hybridchan ca issue or hybridchan keygen"
+
+
+def _load_private_key(data: bytes) -> PrivateKey:
+    """The unencrypted PEM private key in ``data``; errors never quote its bytes."""
+    where, _ = _origin(data, "private key")
+    found = _contents(data)
+    if found != "a private key":
+        hint = (
+            "pass it as --cert, and its private key (e.g. the .key next to it) as --key"
+            if found == "a certificate"
+            else _DER_HINT.format(tool="pkey") + " (mode 0600)"
+            if found == _DER
+            else "give an unencrypted PEM private key, e.g. as written by hybridchan keygen"
+        )
+        raise PKIError(f"{where} holds {found}, not a private key: {hint}")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise PKIError(
+            f"{where} is encrypted; hybridchan reads unencrypted keys: decrypt it with "
+            "`openssl pkey -in FILE -out NEW.key` and keep NEW.key mode 0600"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise PKIError(
+            f"{where} holds a malformed or unsupported private key: use one written by "
+            f"hybridchan keygen or hybridchan ca issue ({', '.join(ALGORITHMS)})"
+        ) from None
+    try:
+        algorithm_of(key)
+    except PKIError as exc:
+        raise PKIError(f"{where}: {exc}") from None
+    return key  # type: ignore[return-value]  # algorithm_of admitted only PrivateKey types
 
 
 def _check_name(common_name: str) -> None:
