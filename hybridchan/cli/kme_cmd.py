@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from handshake import pki
+from hybridchan.cli._paths import check_output_file, write_error
 from qkd.keystore import KeyStore
 from qkd.kme import (
     HTTPSPeerLink,
@@ -170,7 +171,9 @@ def kme() -> None:
 @click.option("--seed", help="Hex seed of the stand-in key feed (default: random).")
 @click.option("--blocks", default=64, show_default=True, help="4 KiB key blocks fed at start.")
 @click.option(
-    "--ready-file", type=click.Path(dir_okay=False), help="Write URLs as JSON here once serving."
+    "--ready-file",
+    type=click.Path(dir_okay=False),
+    help="Write the JSON line here once serving (an old file is removed at start).",
 )
 @click.option(
     "--link/--no-link",
@@ -203,7 +206,13 @@ def pair_cmd(
     distance_km: float,
     pulses_per_block: int,
 ) -> None:
-    """Run KME A and KME B in this process, sharing one QKD link (simulated or stand-in)."""
+    """Run KME A and KME B in this process, sharing one QKD link (simulated or stand-in).
+
+    Prints one JSON line on stdout (URLs, pki folder, pid) and a summary on stderr.
+    """
+    check_output_file(ready_file, "--ready-file")
+    if ready_file:  # a script polling for it must never read the previous run's URLs
+        _remove_stale(Path(ready_file))
     Path(directory).mkdir(parents=True, exist_ok=True)
     pki_dir = Path(directory) / "pki"
     existing = (pki_dir / "ca.pem").exists()  # a restart keeps the certificates SAEs hold
@@ -231,10 +240,9 @@ def pair_cmd(
             "127.0.0.1", pair.server_a.port, pair.credentials.saes[sae_a[0]]
         )
     if ready_file:
-        tmp = Path(ready_file).with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(ready_file)
+        _write_atomically(Path(ready_file), json.dumps(info))
     click.echo(json.dumps(info))
+    click.echo(_pair_summary(info, sae_a, sae_b), err=True)
     _wait_for_signal()
     pair.stop()
 
@@ -286,8 +294,11 @@ def site_cmd(
     """
     tls = TLSFiles(ca_file, cert_file, key_file)
     config = SiteConfig(kme_id, peer_kme_id, frozenset(local_sae), frozenset(remote_sae))
+    # `kill` stops the site as Ctrl-C does: the server closes its peer link, and the store
+    # runs the final scrub of erased key bits and unlocks (close() below)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     key_store = KeyStore(store)
-    try:  # close() runs the final scrub of erased key bits and unlocks the store
+    try:
         service = KMEService(
             config, key_store, HTTPSPeerLink(peer_url, tls, tls_backend=tls_backend)
         )
@@ -300,6 +311,7 @@ def site_cmd(
         server.run_forever()
     finally:
         key_store.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _make_link(distance_km: float, pulses_per_block: int) -> object:
@@ -328,6 +340,40 @@ def _load_pair_credentials(
     return PairCredentials(
         files("KME_A"), files("KME_B"), {s: files(s) for s in [*saes_a, *saes_b]}
     )
+
+
+def _remove_stale(ready: Path) -> None:
+    try:
+        ready.unlink(missing_ok=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot remove the old ready file {ready}: {exc.strerror}; remove it or give "
+            "another --ready-file"
+        ) from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers of ``path`` see no file or the whole of ``text``, never a partial write."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+
+
+def _pair_summary(info: dict[str, object], sae_a: Iterable[str], sae_b: Iterable[str]) -> str:
+    group = f", TLS group {info['tls_group']}" if "tls_group" in info else ""
+    return (
+        f"KME pair serving: KME_A at {info['kme_a']} (SAEs {', '.join(sae_a)}), "
+        f"KME_B at {info['kme_b']} (SAEs {', '.join(sae_b)}){group}; certificates in "
+        f"{info['pki']}. Stop with Ctrl-C or `kill {info['pid']}`."
+    )
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_for_signal() -> None:

@@ -42,7 +42,11 @@ class PeerLinkError(Exception):
 
 
 class PeerLink(Protocol):
-    """How the allocating KME has its peer repeat a cut (no key bits cross this link)."""
+    """How the allocating KME has its peer repeat a cut (no key bits cross this link).
+
+    A link holding connections may also define ``async def aclose()``: see
+    :meth:`KMEService.aclose`.
+    """
 
     async def follow(
         self,
@@ -219,6 +223,13 @@ class KMEService:
         except keystore.KeyStoreError as exc:
             raise ServiceUnavailable(f"cannot follow the peer's cut: {exc}") from None
         return {"message": "ok"}
+
+    async def aclose(self) -> None:
+        """Close the peer link's connections if it holds any (``aclose()``, as
+        :class:`HTTPSPeerLink` has); :class:`KMEServer` calls this when it stops."""
+        close = getattr(self._peer, "aclose", None)
+        if close is not None:
+            await close()
 
     async def recover(self) -> None:
         """Void allocations left ``syncing`` by a crash or a failed peer cut.

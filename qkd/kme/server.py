@@ -190,7 +190,8 @@ class KMEServer:
     Give ``port`` (0: pick a free one on ``host``) or ``unix_path``. The server
     runs crash recovery (:meth:`KMEService.recover`) before accepting requests; if
     the peer KME cannot settle the unconfirmed keys yet, it serves anyway and
-    ``enc_keys`` retries the recovery before issuing any key.
+    ``enc_keys`` retries the recovery before issuing any key. Stopping closes the
+    service's peer link (:meth:`KMEService.aclose`) in the event loop that used it.
     """
 
     def __init__(
@@ -295,19 +296,25 @@ class KMEServer:
     def _run(self) -> None:
         async def main() -> None:
             try:
-                await self.service.recover()
-            except ServiceUnavailable as exc:
-                # Serve anyway (dec_keys needs no peer); enc_keys retries the recovery first
-                # and issues no key until it succeeds. Two restarted sites must not each wait
-                # for the other before serving.
-                _log.warning("KME %s: %s: %s", self.service.config.kme_id, exc, exc.details)
-            assert self._server is not None
-            await self._server.serve(sockets=[self._sock])
+                await self._recover_and_serve()
+            finally:  # the peer link's connections belong to this loop: close them in it
+                await self.service.aclose()
 
         try:
             asyncio.run(main())
         except BaseException as exc:  # reported by start()
             self._error = exc
+
+    async def _recover_and_serve(self) -> None:
+        try:
+            await self.service.recover()
+        except ServiceUnavailable as exc:
+            # Serve anyway (dec_keys needs no peer); enc_keys retries the recovery first
+            # and issues no key until it succeeds. Two restarted sites must not each wait
+            # for the other before serving.
+            _log.warning("KME %s: %s: %s", self.service.config.kme_id, exc, exc.details)
+        assert self._server is not None
+        await self._server.serve(sockets=[self._sock])
 
 
 def _bind(host: str, port: int, unix_path: str | os.PathLike[str] | None) -> socket.socket:
