@@ -153,6 +153,18 @@ def kme() -> None:
     """Run a key management entity (ETSI GS QKD 014 over HTTPS with mutual TLS)."""
 
 
+def _hex_seed(value: str | None) -> bytes | None:
+    """``--seed`` as bytes: a usage error, not a traceback, for anything but hex."""
+    if not value:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise click.BadParameter(
+            "give the seed as hex digits, e.g. `openssl rand -hex 32`", param_hint="--seed"
+        ) from None
+
+
 @kme.command("pair")
 @click.option(
     "--dir",
@@ -168,7 +180,11 @@ def kme() -> None:
     "--sae-b", multiple=True, default=["SAE_B"], show_default=True, help="SAE attached to KME B."
 )
 @click.option("--unix", is_flag=True, help="Serve on Unix sockets kme_a.sock/kme_b.sock in --dir.")
-@click.option("--seed", help="Hex seed of the stand-in key feed (default: random).")
+@click.option(
+    "--seed",
+    callback=lambda _ctx, _param, value: _hex_seed(value),
+    help="Hex seed of the stand-in key feed (default: random).",
+)
 @click.option("--blocks", default=64, show_default=True, help="4 KiB key blocks fed at start.")
 @click.option(
     "--ready-file",
@@ -197,7 +213,7 @@ def pair_cmd(
     sae_a: tuple[str, ...],
     sae_b: tuple[str, ...],
     unix: bool,
-    seed: str | None,
+    seed: bytes | None,
     blocks: int,
     ready_file: str | None,
     use_link: bool,
@@ -223,7 +239,7 @@ def pair_cmd(
         link=_make_link(distance_km, pulses_per_block) if use_link else None,
         initial_blocks=min(blocks, 4) if use_link else blocks,
         unix=unix,
-        seed=bytes.fromhex(seed) if seed else None,
+        seed=seed,
         tls_backend=tls_backend,
         algorithm=algorithm,
         credentials=_load_pair_credentials(pki_dir, sae_a, sae_b) if existing else None,

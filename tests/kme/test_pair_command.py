@@ -61,3 +61,12 @@ def test_failed_start_leaves_no_stale_ready_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, _pair(tmp_path, ready))
     assert result.exit_code == 1 and "KME_A.pem" in result.output, result.output
     assert not ready.exists()
+
+
+def test_a_seed_that_is_not_hex_is_a_usage_error(tmp_path: Path) -> None:
+    """Refused before anything starts, with the fix; no traceback, no folder created."""
+    result = CliRunner().invoke(main, ["kme", "pair", "--dir", str(tmp_path / "k"), "--seed", "zz"])
+    assert result.exit_code == 2, result.output
+    assert "give the seed as hex digits" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "k").exists()
