@@ -23,7 +23,12 @@ from typing import Any
 from hybridchan._connection import Connection, State
 from hybridchan._events import ConnectionClosed, DataReceived, HandshakeCompleted
 from hybridchan.config import ChannelConfig
-from hybridchan.errors import ChannelClosed, HandshakeTimeout
+from hybridchan.errors import (
+    ChannelClosed,
+    ClosedWithoutHandshake,
+    ConnectTimeout,
+    HandshakeTimeout,
+)
 
 __all__ = ["ChannelReader", "ChannelWriter", "open_connection", "start_server"]
 
@@ -138,6 +143,8 @@ class _ChannelProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
+        if exc is not None and self.error is None and not self.conn.received_any:
+            self.eof_received()  # reset before a single byte: a probe, reported by the core
         if self.error is None and self.conn.error is not None:
             self._set_error(self.conn.error)
         if self.error is None and not self.conn.peer_closed:
@@ -335,18 +342,26 @@ async def open_connection(
     port: int,
     config: ChannelConfig,
     *,
+    timeout: float | None = None,
     connection_factory: Callable[..., Connection] = Connection,
     **kwargs: Any,
 ) -> tuple[ChannelReader, ChannelWriter]:
     """Connect, run the client handshake and return ``(reader, writer)``.
 
-    Raises the handshake's typed errors or :class:`~hybridchan.errors.HandshakeTimeout`.
+    ``timeout`` bounds the TCP connect (default: ``config.handshake_timeout``), as in
+    :func:`hybridchan.connect`. Raises :class:`~hybridchan.errors.ConnectTimeout`, the
+    handshake's typed errors or :class:`~hybridchan.errors.HandshakeTimeout`.
     Extra keyword arguments go to :meth:`loop.create_connection`.
     """
     loop = asyncio.get_running_loop()
     conn = connection_factory(config, client=True)
     proto = _ChannelProtocol(conn, loop, config.stream_limit)
-    await loop.create_connection(lambda: proto, host, port, **kwargs)
+    connect_timeout = timeout if timeout is not None else config.handshake_timeout
+    connecting = loop.create_connection(lambda: proto, host, port, **kwargs)
+    try:
+        await asyncio.wait_for(connecting, connect_timeout)
+    except TimeoutError:
+        raise ConnectTimeout.for_address(host, port, connect_timeout) from None
     try:
         await proto.ready
     except BaseException:
@@ -369,7 +384,8 @@ async def start_server(
     """Listen; for each client that completes the handshake call ``handler(reader, writer)``.
 
     Returns the :class:`asyncio.Server`. Failed handshakes close that connection
-    (with the right alert) and are passed to ``on_error`` if given.
+    (with the right alert) and are passed to ``on_error`` if given; a client that
+    closes before sending a byte (a port probe, a health check) is not a failure.
     """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[Any]] = set()
@@ -381,18 +397,16 @@ async def start_server(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    def report(fut: asyncio.Future[None]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None and on_error is not None and not isinstance(exc, ClosedWithoutHandshake):
+            on_error(exc)
+
     def factory() -> _ChannelProtocol:
         proto = _ChannelProtocol(
             connection_factory(config, client=False), loop, config.stream_limit, on_ready
         )
-        if on_error is not None:
-            proto.ready.add_done_callback(
-                lambda fut: (
-                    on_error(fut.exception())  # type: ignore[arg-type]
-                    if not fut.cancelled() and fut.exception() is not None
-                    else None
-                )
-            )
+        proto.ready.add_done_callback(report)
         return proto
 
     server = await loop.create_server(factory, host, port, **kwargs)

@@ -59,6 +59,7 @@ from hybridchan.config import ChannelConfig
 from hybridchan.errors import (
     AlertDescription,
     ChannelClosed,
+    ClosedWithoutHandshake,
     HandshakeError,
     RecordDecodeError,
     RekeyKeyUnavailableError,
@@ -79,6 +80,15 @@ _CHUNK_RECORDS: Final = 16
 _AEAD_SOFT_LIMIT: Final = AEAD_RECORD_LIMIT // 2
 # Consecutive peer key updates without data in between that we accept.
 _MAX_BARE_UPDATES: Final = 32
+_SILENT_CLIENT: Final = (
+    "the client closed the connection before sending a single handshake byte (a port "
+    "probe or health check): no channel was opened, nothing was truncated"
+)
+_SILENT_SERVER: Final = (
+    "the server closed the connection during the handshake without sending a single "
+    "byte: check that the address and port are those of a hybridchan server, and see "
+    "its log for why it dropped the connection"
+)
 
 
 class _FinishedHandshake:
@@ -130,6 +140,7 @@ class Connection:
         self.session: Any = None
         self.peer_closed = False
         self._eof = False
+        self._received_any = False  # an EOF before any byte is a probe, not a truncation
         self._error: BaseException | None = None
         self._read_secret = b""
         self._write_secret = b""
@@ -162,6 +173,7 @@ class Connection:
         if not data:
             self._eof = True
         else:
+            self._received_any = True
             self._reader.feed(data)
 
     def next_event(self) -> Event | None:
@@ -252,6 +264,7 @@ class Connection:
     def buffer_updated(self, count: int) -> None:
         """``count`` bytes were read into the view from :meth:`get_buffer`."""
         if count:
+            self._received_any = True
             self._reader.buffer_updated(count)
         else:
             self._eof = True
@@ -275,6 +288,12 @@ class Connection:
     @property
     def established(self) -> bool:
         return self.session is not None
+
+    @property
+    def received_any(self) -> bool:
+        """Whether the peer sent any byte yet. A transport that ends (or is reset) before
+        one is a port probe or a refusal, not a truncation: feed it as EOF."""
+        return self._received_any
 
     @property
     def error(self) -> BaseException | None:
@@ -481,12 +500,16 @@ class Connection:
     def _check_eof(self) -> None:
         if not self._eof or self.peer_closed or self.state is State.CLOSED:
             return
-        where = "in the middle of a record" if self._reader.buffered else "between records"
-        stage = "during the handshake" if self.session is None else "after the handshake"
-        exc = TruncatedError(
-            f"the transport closed {where} {stage} without a close-notify; "
-            "data may have been truncated by an attacker or a crash"
-        )
+        exc: ChannelClosed | TruncatedError
+        if not self._received_any:
+            exc = ClosedWithoutHandshake(_SILENT_SERVER if self.client else _SILENT_CLIENT)
+        else:
+            where = "in the middle of a record" if self._reader.buffered else "between records"
+            stage = "during the handshake" if self.session is None else "after the handshake"
+            exc = TruncatedError(
+                f"the transport closed {where} {stage} without a close-notify; "
+                "data may have been truncated by an attacker or a crash"
+            )
         annotate(exc)
         self._error = exc
         self.state = State.FAILED

@@ -13,6 +13,8 @@ the tag. The nonce is the per-direction IV xor the 64-bit record sequence
 number, which starts at 0 for every new key; each key is used in one direction
 only, so a reflected record never verifies, and a dropped, duplicated or
 reordered record shifts the sequence number and fails authentication.
+A first header that cannot be ours (the peer speaks TLS, HTTP, SSH, ...) raises
+:class:`~hybridchan.errors.ForeignProtocolError`, naming what it looks like.
 
 AES-GCM usage limits (RFC 8446 section 5.5, RFC 9147 / draft-irtf-cfrg-aead-limits):
 at most 2^24.5 full-size records per key keeps the confidentiality advantage
@@ -36,7 +38,13 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hybridchan.errors import BadRecordMAC, RecordDecodeError, RecordOverflow, UnexpectedRecord
+from hybridchan.errors import (
+    BadRecordMAC,
+    ForeignProtocolError,
+    RecordDecodeError,
+    RecordOverflow,
+    UnexpectedRecord,
+)
 
 __all__ = [
     "AEAD_RECORD_LIMIT",
@@ -75,6 +83,26 @@ class ContentType(IntEnum):
 
 _CONTENT_TYPES: Final = frozenset(int(t) for t in ContentType)
 _BY_VALUE: Final = {int(t): t for t in ContentType}
+# First bytes of other protocols a hybridchan endpoint may be pointed at by mistake.
+_TLS_CONTENT_TYPES: Final = range(20, 25)  # change_cipher_spec .. heartbeat; version 3.x follows
+# The first 4 bytes of an HTTP request ("GET /", "DELETE", HTTP/2's "PRI *"), response, or
+# bare HTML page (what some servers send back to a request they cannot parse).
+_HTTP_METHODS: Final = "GET HEAD POST PUT DELETE OPTIONS PATCH CONNECT TRACE PRI"
+_HTTP_STARTS: Final = (
+    *(f"{m} "[:4].encode() for m in _HTTP_METHODS.split()),
+    *(b"HTTP", b"<!DO", b"<!do", b"<htm", b"<HTM"),
+)
+
+
+def _looks_like(head: bytes) -> str:
+    """Which well-known protocol a 4-byte record header that is not ours comes from."""
+    if head[0] in _TLS_CONTENT_TYPES and head[1] == 3:
+        return "TLS"
+    if head.startswith(_HTTP_STARTS):
+        return "HTTP"
+    if head.startswith(b"SSH-"):
+        return "SSH"
+    return ""
 
 
 class RecordProtection:
@@ -394,6 +422,9 @@ class RecordReader:
         self, ctype: int, epoch: int, length: int, prot: RecordProtection | None, expected: int
     ) -> None:
         protected = prot is not None
+        if self.protection is None and (ctype not in _CONTENT_TYPES or epoch > _MAX_EPOCH):
+            # No keys yet: this is the peer's first record, so it speaks another protocol.
+            raise self._foreign_protocol()
         if ctype not in _CONTENT_TYPES:
             raise UnexpectedRecord(
                 f"unknown record content type {ctype}; the peer is not a hybridchan peer"
@@ -414,3 +445,15 @@ class RecordReader:
             raise UnexpectedRecord(
                 "the peer sent more records under one key than AES-GCM allows without a key update"
             )
+
+    def _foreign_protocol(self) -> ForeignProtocolError:
+        """The error for a first header that is not ours. It shows the 4 header bytes
+        only: enough to recognise a protocol, too few to echo a request's content."""
+        head = bytes(self._buf[self._start : self._start + HEADER_SIZE])
+        name = _looks_like(head)
+        looks = f"bytes that look like {name}" if name else "bytes of another protocol"
+        return ForeignProtocolError(
+            f"not a hybridchan record header: got {looks} ({head.hex(' ')}); the peer does "
+            "not speak the hybridchan protocol, so check that its address and port are "
+            "those of a hybridchan endpoint"
+        )

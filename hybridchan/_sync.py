@@ -13,6 +13,12 @@ the socket. A reader that produced control records (a key-update answer, an
 alert) writes them only if the send lock is free; otherwise the writer that
 holds it picks them up before it lets go. A reader therefore never blocks on
 a writer, which would deadlock two peers that both send bulk data.
+
+:meth:`Channel.close` may come from any thread. It queues the close-notify in
+the core (behind every record already made, under the next sequence number),
+then takes the send lock like any writer, waiting a bounded time for a send in
+progress: that send stops after its current write, so the close-notify follows
+it and never cuts into a record.
 """
 
 from __future__ import annotations
@@ -28,12 +34,20 @@ from typing import Any, Final
 from hybridchan._connection import Connection
 from hybridchan._events import ConnectionClosed, DataReceived
 from hybridchan.config import ChannelConfig
-from hybridchan.errors import ChannelClosed, HandshakeTimeout
+from hybridchan.errors import (
+    ChannelClosed,
+    ClosedWithoutHandshake,
+    ConnectTimeout,
+    HandshakeTimeout,
+)
 
 __all__ = ["Channel", "Server", "connect", "wrap_socket"]
 
 _RECV_SIZE: Final = 1 << 18
 _WRITE_CHUNK: Final = 1 << 18
+# How long close() waits for another thread's send to finish its current write
+# (longer only when the peer stops reading; then the socket closes without close-notify).
+_CLOSE_WAIT: Final = 2.0
 
 
 class Channel:
@@ -108,7 +122,16 @@ class Channel:
         # Read straight into the core's receive buffer: only this (reading) thread
         # touches the reader side, so no lock is needed around the system call.
         with self._conn.get_buffer(_RECV_SIZE) as view:
-            n = self._sock.recv_into(view)
+            try:
+                n = self._sock.recv_into(view)
+            except ConnectionResetError:
+                if self._conn.received_any and not self._closed:
+                    raise
+                n = 0  # reset before a single byte: a probe, reported as such by the core
+            except OSError:
+                if not self._closed:
+                    raise
+                n = 0  # close() on another thread took the socket: our own end, no error
         with self._lock:
             self._conn.buffer_updated(n)
 
@@ -244,23 +267,14 @@ class Channel:
                         self._conn.send_data(view[start : start + _WRITE_CHUNK])
                         out = self._conn.data_to_send()
                 except Exception:
-                    self._send_alert_locked()
+                    # Best effort: the records before the error and the alert telling
+                    # the peer why (or the close-notify of a close from another thread).
+                    self._write_queued(best_effort=True)
                     raise
                 self._sendall(out)
                 with self._lock:
                     self._conn.recycle(out)
         self._flush()
-
-    def _send_alert_locked(self) -> None:
-        """With the send lock held: best-effort write of what the core queued on an
-        error (the records before it and the alert telling the peer why)."""
-        with self._lock:
-            out = self._conn.data_to_send()
-        try:
-            if out:
-                self._sock.sendall(out)
-        except OSError:
-            pass
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Send all of ``data`` and return its length (records are never split across calls)."""
@@ -287,45 +301,58 @@ class Channel:
             if not self._send_lock.acquire(blocking=block):
                 return
             try:
-                while True:
-                    with self._lock:
-                        out = self._conn.data_to_send()
-                    if not out:
-                        break
-                    try:
-                        self._sendall(out)
-                    except OSError:
-                        if best_effort:
-                            return
-                        raise
+                if not self._write_queued(best_effort=best_effort):
+                    return
             finally:
                 self._send_lock.release()
             with self._lock:
                 if not self._conn.has_data_to_send:
                     return
 
+    def _write_queued(self, *, best_effort: bool) -> bool:
+        """With the send lock held: write all the core queued. False if a best-effort
+        write failed (the transport is gone)."""
+        while True:
+            with self._lock:
+                out = self._conn.data_to_send()
+            if not out:
+                return True
+            try:
+                self._sendall(out)
+            except OSError:
+                if best_effort:
+                    return False
+                raise
+
     # -- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Send close-notify (best effort) and close the socket. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        """Send close-notify (best effort) and close the socket. Idempotent; safe to call
+        from any thread.
+
+        A ``send``/``sendall`` in progress on another thread stops after its current
+        write and raises :class:`ChannelClosed`; the close-notify follows that write.
+        If the write does not finish within 2 s (the peer stopped reading), the socket
+        is closed without close-notify (the peer then sees a truncation).
+        """
+        self._close(_CLOSE_WAIT)
+
+    def _close(self, wait: float) -> None:
         with self._lock:
-            self._conn.close()
-        try:
-            self._flush(block=False, best_effort=True)
-        except OSError:
-            pass
+            if self._closed:
+                return
+            self._closed = True
+            self._conn.close()  # queued behind every record already made
+        if self._send_lock.acquire(timeout=wait):
+            try:
+                self._write_queued(best_effort=True)
+            finally:
+                self._send_lock.release()
         if self._io_refs <= 0:
             self._close_socket()
 
     def _close_socket(self) -> None:
-        # shutdown() first wakes a thread blocked in recv on this socket.
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _wake(self._sock)
         self._sock.close()
 
     def _decref_socketios(self) -> None:
@@ -445,10 +472,14 @@ def connect(
 ) -> Channel:
     """Open a TCP connection to ``address`` and run the client handshake.
 
-    ``timeout`` bounds the TCP connect (default: ``config.handshake_timeout``).
+    ``timeout`` bounds the TCP connect (default: ``config.handshake_timeout``);
+    :class:`~hybridchan.errors.ConnectTimeout` when it runs out.
     """
     connect_timeout = timeout if timeout is not None else config.handshake_timeout
-    sock = socket.create_connection(address, timeout=connect_timeout)
+    try:
+        sock = socket.create_connection(address, timeout=connect_timeout)
+    except TimeoutError:
+        raise ConnectTimeout.for_address(*address[:2], connect_timeout) from None
     sock.settimeout(config.timeout)
     return wrap_socket(sock, config, server_side=False)
 
@@ -466,6 +497,9 @@ class Server:
         self._listener = socket.create_server((host, port), backlog=backlog)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Sockets in the handshake and open channels, so that shutdown can end them.
+        self._open: set[socket.socket | Channel] = set()
+        self._open_lock = threading.Lock()
         self.errors: list[BaseException] = []
 
     @property
@@ -482,7 +516,8 @@ class Server:
     def serve_forever(self, handler: Callable[[Channel], object], *, poll: float = 0.2) -> None:
         """Accept clients until :meth:`shutdown`; each runs ``handler(channel)`` in a thread.
 
-        Failed handshakes and handler errors are collected in :attr:`errors`.
+        Failed handshakes and handler errors are collected in :attr:`errors`; a client
+        that closes before sending a byte (a port probe, a health check) is not an error.
         """
         self._listener.settimeout(poll)
         while not self._stop.is_set():
@@ -499,18 +534,59 @@ class Server:
             self._threads.append(thread)
 
     def _serve_one(self, sock: socket.socket, handler: Callable[[Channel], object]) -> None:
+        if not self._track(sock):
+            sock.close()
+            return
         try:
-            with wrap_socket(sock, self.config, server_side=True) as channel:
-                handler(channel)
+            channel = wrap_socket(sock, self.config, server_side=True)
+        except ClosedWithoutHandshake:
+            return
+        except Exception as exc:
+            if not self._stop.is_set():  # else shutdown cut the handshake: not the peer's fault
+                self.errors.append(exc)
+            return
+        finally:
+            self._untrack(sock)
+        try:
+            with channel:
+                if self._track(channel):
+                    handler(channel)
         except Exception as exc:
             self.errors.append(exc)
+        finally:
+            self._untrack(channel)
+
+    def _track(self, item: socket.socket | Channel) -> bool:
+        """Register ``item`` for :meth:`shutdown`; False once shutting down (end it now)."""
+        with self._open_lock:
+            if self._stop.is_set():
+                return False
+            self._open.add(item)
+            return True
+
+    def _untrack(self, item: socket.socket | Channel) -> None:
+        with self._open_lock:
+            self._open.discard(item)
 
     def shutdown(self, *, join_timeout: float = 5.0) -> None:
-        """Stop :meth:`serve_forever`, close the listener and wait for handler threads."""
+        """Stop :meth:`serve_forever`, close the listener, end every open channel and
+        wait for the handler threads, ``join_timeout`` seconds in all.
+
+        Open channels get a close-notify (after a send in progress, as
+        :meth:`Channel.close`); handshakes still running are cut.
+        """
+        deadline = time.monotonic() + join_timeout
         self._stop.set()
         self._listener.close()
+        with self._open_lock:
+            still_open = list(self._open)
+        for item in still_open:
+            if isinstance(item, Channel):
+                item._close(min(_CLOSE_WAIT, max(0.0, deadline - time.monotonic())))
+            else:
+                _wake(item)  # its handshake fails at once; that thread closes it
         for thread in self._threads:
-            thread.join(join_timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self.shutdown()
@@ -520,3 +596,12 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _wake(sock: socket.socket) -> None:
+    """Shut ``sock`` down: a thread blocked in ``recv`` on it returns at once (``close``
+    alone does not wake it)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -40,7 +40,10 @@ __all__ = [
     "BadRecordMAC",
     "ChannelClosed",
     "ChannelError",
+    "ClosedWithoutHandshake",
     "ConfigError",
+    "ConnectTimeout",
+    "ForeignProtocolError",
     "HandshakeError",
     "HandshakeTimeout",
     "KeyUnavailableError",
@@ -83,8 +86,29 @@ class ChannelClosed(ChannelError):
     """
 
 
+class ClosedWithoutHandshake(ChannelClosed):
+    """The peer closed the connection before sending a single byte.
+
+    On a server this is a port probe or a health check; on a client, a server that
+    dropped the connection without answering. Nothing was exchanged, so nothing can
+    have been cut off (unlike :class:`TruncatedError`): servers do not report it.
+    """
+
+
 class HandshakeTimeout(ChannelError, TimeoutError):
     """The handshake did not finish within ``ChannelConfig.handshake_timeout`` seconds."""
+
+
+class ConnectTimeout(ChannelError, TimeoutError):
+    """The TCP connection was not established within the connect ``timeout``."""
+
+    @classmethod
+    def for_address(cls, host: str, port: int, seconds: float | None) -> ConnectTimeout:
+        return cls(
+            f"no TCP connection to {host}:{port} within {seconds} s: the host is unreachable, "
+            "a firewall drops the packets, or the server is too busy to accept; check the "
+            "address, or pass a larger timeout"
+        )
 
 
 class RecordError(ChannelError, ProtocolError):
@@ -113,6 +137,11 @@ class RecordDecodeError(RecordError):
     """A record or control message is malformed."""
 
     alert = AlertDescription.decode_error
+
+
+class ForeignProtocolError(RecordDecodeError):
+    """The peer's first bytes are not a hybridchan record header: it speaks another
+    protocol (TLS, HTTP, SSH, ...), so it is not a hybridchan endpoint."""
 
 
 class TruncatedError(RecordError):

@@ -334,34 +334,26 @@ def _chat_server(host: str, port: int, config: ChannelConfig, console: Console) 
 
 
 class _OpenChannels:
-    """The echo server's open channels, so that Ctrl-C can end each with close-notify.
-
-    ``Channel.close()`` from another thread drops the close-notify if a send is under
-    way, so each handler sends under its channel's lock and :meth:`close_all` takes it.
-    """
+    """The echo server's open channels, so that Ctrl-C can end each with close-notify
+    (``Channel.close()`` sends it after a send under way in the handler's thread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._open: dict[Any, threading.Lock] = {}
+        self._open: set[Any] = set()
 
-    def add(self, channel: Any) -> threading.Lock:
+    def add(self, channel: Any) -> None:
         with self._lock:
-            return self._open.setdefault(channel, threading.Lock())
+            self._open.add(channel)
 
     def discard(self, channel: Any) -> None:
         with self._lock:
-            self._open.pop(channel, None)
+            self._open.discard(channel)
 
     def close_all(self) -> int:
         with self._lock:
-            closing = list(self._open.items())
-        for channel, sending in closing:
-            got = sending.acquire(timeout=1.0)  # a client that does not read: close anyway
-            try:
-                channel.close()
-            finally:
-                if got:
-                    sending.release()
+            closing = list(self._open)
+        for channel in closing:
+            channel.close()
         return len(closing)
 
 
@@ -375,11 +367,10 @@ def _echo_server(
 
     def handler(channel: Any) -> None:
         _describe(console, channel, f"client {channel.getpeername()[0]}:")
-        sending = channels.add(channel)
+        channels.add(channel)
         try:
             while data := channel.recv(65536):
-                with sending:
-                    channel.sendall(data)
+                channel.sendall(data)
         except (ChannelError, HandshakeError, OSError) as exc:
             if not done.is_set():
                 console.print(f"[red]client error:[/red] {exc}")
