@@ -74,16 +74,17 @@ class ChannelConfig:
 
     def __post_init__(self) -> None:
         if self.handshake is None:
-            raise ConfigError("handshake must be a handshake.HandshakeConfig, got None")
+            raise ConfigError("handshake is None: pass a handshake.HandshakeConfig")
         _positive_int("record_size", self.record_size, upper=MAX_PLAINTEXT, lower=_MIN_RECORD)
         if not isinstance(self.rekey, RekeySchedule):
             raise ConfigError(
-                f"rekey must be a hybridchan.RekeySchedule, got {type(self.rekey).__name__}"
+                f"rekey is a {type(self.rekey).__name__}, not a schedule: "
+                "pass a hybridchan.RekeySchedule"
             )
         if self.on_qkd_unavailable not in ON_QKD_UNAVAILABLE:
             raise ConfigError(
-                f"on_qkd_unavailable must be one of {', '.join(map(repr, ON_QKD_UNAVAILABLE))}, "
-                f"got {self.on_qkd_unavailable!r}"
+                f"on_qkd_unavailable is {self.on_qkd_unavailable!r}, which is not allowed: "
+                f"use {' or '.join(map(repr, ON_QKD_UNAVAILABLE))}"
             )
         _timeout("handshake_timeout", self.handshake_timeout)
         _timeout("timeout", self.timeout)
@@ -95,11 +96,12 @@ def _positive_int(
 ) -> None:
     if value is None and optional:
         return
-    bounds = f"{lower}..{upper}" if upper is not None else f">= {lower}"
+    allowed = f"from {lower} to {upper}" if upper is not None else f"of at least {lower}"
+    allowed = f"a whole number {allowed}" + (", or None for no limit" if optional else "")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer ({bounds}), got {value!r}")
+        raise ConfigError(f"{name} is {value!r}, not a whole number: use {allowed}")
     if value < lower or (upper is not None and value > upper):
-        raise ConfigError(f"{name} must be in {bounds}, got {value}")
+        raise ConfigError(f"{name} is {value}, which is out of range: use {allowed}")
 
 
 def _timeout(name: str, value: object) -> None:
@@ -111,4 +113,7 @@ def _timeout(name: str, value: object) -> None:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ConfigError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        raise ConfigError(
+            f"{name} is {value!r}, which is not allowed: use a positive number of seconds, "
+            "or None for no limit"
+        )
