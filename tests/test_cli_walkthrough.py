@@ -314,3 +314,19 @@ def test_ca_mistakes_are_clear(tmp_path: Path) -> None:
 def test_bad_option_values_are_usage_errors(args: list[str], needle: str) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and needle in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--distance", "-5"], "--distance must be in [0, 1000], got -5.0"),
+        (["--mu", "0.05", "--nu", "0.1"], "0 < --nu < --mu"),
+        (["--p-signal", "0.9"], "--p-signal + --p-decoy + --p-vacuum must be 1"),
+    ],
+)
+def test_qkd_parameter_errors_name_the_options(args: list[str], expected: str) -> None:
+    """The user typed --distance, not the library's distance_km."""
+    result = CliRunner().invoke(main, ["qkd", "simulate", *args])
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "_km" not in result.output and "mu_" not in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from typing import Any
 
@@ -141,8 +142,34 @@ def _build(opts: dict[str, Any]) -> tuple[LinkParams, PostProcessingParams]:
             finite_key=opts["finite_key"],
         )
     except ParameterError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.UsageError(_in_option_names(str(exc))) from None
     return link, post
+
+
+#: Parameter fields as this command's options name them, for error messages.
+_OPTION_OF: dict[str, str] = {
+    "distance_km": "--distance",
+    "alpha_db_per_km": "--alpha",
+    "eta_bob": "--eta-bob",
+    "dark_count": "--dark-count",
+    "misalignment": "--misalignment",
+    "mu_signal": "--mu",
+    "mu_decoy": "--nu",
+    "p_signal": "--p-signal",
+    "p_decoy": "--p-decoy",
+    "p_vacuum": "--p-vacuum",
+    "p_z": "--p-z",
+    "rep_rate_hz": "--rep-rate",
+    "pulses_per_block": "--block-pulses",
+    "sample_fraction": "--sample-fraction",
+    "qber_threshold": "--qber-threshold",
+}
+_FIELD_NAMES = re.compile(r"\b(" + "|".join(map(re.escape, _OPTION_OF)) + r")\b")
+
+
+def _in_option_names(message: str) -> str:
+    """A parameter error as the user typed it: ``--distance``, not ``distance_km``."""
+    return _FIELD_NAMES.sub(lambda m: _OPTION_OF[m.group(1)], message)
 
 
 def _run(
