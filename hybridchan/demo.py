@@ -22,7 +22,7 @@ from handshake.pki import Credential, create_ca, issue_certificate
 from hybridchan.config import ChannelConfig, RekeySchedule
 from qkd.keysource import InMemoryKeyPool
 
-__all__ = ["EmbeddedPKI", "embedded_configs", "run", "run_echo_demo"]
+__all__ = ["EmbeddedPKI", "embedded_configs", "run_echo_demo"]
 
 CLIENT_SAE = "sae-client"
 SERVER_SAE = "sae-server"
@@ -187,14 +187,3 @@ def run_echo_demo(
         "read_generation": conn.read_generation,
         "qkd_keys_issued": pool.issued if pool is not None else None,
     }
-
-
-def run(*, console: Any = None, quick: bool = False) -> dict[str, Any]:
-    """:func:`run_echo_demo` with the demo's sizes on an in-memory QKD link.
-
-    ``hybridchan demo`` (``make demo``) runs the same echo with QKD keys from a KME pair.
-    """
-    if console is not None and hasattr(console, "rule"):
-        console.rule("[bold]Hybrid+QKD echo over loopback TCP (hybridchan channel)")
-    echo = console.print if console is not None else print
-    return run_echo_demo(bulk_bytes=(1 << 18) if quick else (4 << 20), echo=echo)
