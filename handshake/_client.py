@@ -392,7 +392,7 @@ class ExpectFinished(_HandshakeKeys):
                 f"server does not accept our signature scheme {scheme.name}",
                 alert=AlertDescription.handshake_failure,
             )
-        self.hs.push(certificate_message(cfg, request.certificate_type))
+        self.hs.push(certificate_message(cfg))
         _, sigs = auth.sign_transcript(cfg.credential, self.hs.transcript.digest(), server=False)
         self.hs.push(CertificateVerify(scheme=scheme, signatures=sigs))
 

@@ -319,11 +319,11 @@ class ExpectClientHello:
         hs, cfg = self.hs, self.hs.config
         hs.push(EncryptedExtensions(server_name=cfg.server_name))
         if cfg.auth_mode in ("certificate", "raw-key"):
-            ctype = certificate_type(cfg)
             if cfg.mutual:
                 hs.push(
                     CertificateRequest(
-                        certificate_type=ctype, signature_schemes=accepted_schemes(cfg)
+                        certificate_type=certificate_type(cfg),
+                        signature_schemes=accepted_schemes(cfg),
                     )
                 )
             assert cfg.credential is not None
@@ -333,7 +333,7 @@ class ExpectClientHello:
                     f"client does not accept this server's signature scheme {scheme.name}",
                     alert=_FAILURE,
                 )
-            hs.push(certificate_message(cfg, ctype))
+            hs.push(certificate_message(cfg))
             _, sigs = auth.sign_transcript(cfg.credential, hs.transcript.digest(), server=True)
             hs.push(CertificateVerify(scheme=scheme, signatures=sigs))
         hs.push(Finished(verify_data=finished_verify_data(s_hs, hs.transcript.digest())))

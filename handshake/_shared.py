@@ -68,14 +68,18 @@ def certificate_type(cfg: HandshakeConfig) -> CertificateType:
     return CertificateType.raw_public_key
 
 
-def certificate_message(cfg: HandshakeConfig, certificate_type: int) -> Certificate:
-    """Our Certificate message: X.509 chains, or the raw SPKI of each key."""
+def certificate_message(cfg: HandshakeConfig) -> Certificate:
+    """Our Certificate message: X.509 chains, or the raw SPKI of each key.
+
+    Its type is the auth mode's (:func:`certificate_type`); a client answering a
+    CertificateRequest has already checked that the server asked for that type.
+    """
     if cfg.credential is None:
         raise PolicyError("no credential configured for certificate/raw-key authentication")
     creds = auth.credentials_of(cfg.credential)
-    encode = _spki_entry if certificate_type == CertificateType.raw_public_key else _der_chain
-    chains = tuple(encode(c) for c in creds)
-    return Certificate(certificate_type=certificate_type, chains=chains)
+    ctype = certificate_type(cfg)
+    encode = _spki_entry if ctype == CertificateType.raw_public_key else _der_chain
+    return Certificate(certificate_type=ctype, chains=tuple(encode(c) for c in creds))
 
 
 @auth.identity_cache
