@@ -13,7 +13,6 @@ value is acceptable, so the codec never fails on an unknown but well-formed valu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar, Final, TypeAlias
@@ -190,14 +189,6 @@ class PSKOffer:
 # -- messages ----------------------------------------------------------------------------
 
 
-def _read_u16_list(r: Reader, max_count: int) -> tuple[int, ...]:
-    return r.u16_list(1, max_count)
-
-
-def _write_u16_list(w: Writer, values: Sequence[int], max_count: int) -> None:
-    w.u16_list(values, 1, max_count)
-
-
 def _read_flag(r: Reader, what: str) -> bool:
     value = r.uint(1)
     if value > 1:
@@ -225,11 +216,11 @@ class ClientHello:
         w = Writer()
         w.uint(self.version, 2)
         w.fixed(self.random, RANDOM_LEN)
-        _write_u16_list(w, self.cipher_suites, 16)
+        w.u16_list(self.cipher_suites, 1, 16)
         w.count(len(self.key_shares), 1, 8)
         for share in self.key_shares:
             share.write(w)
-        _write_u16_list(w, self.signature_schemes, 16)
+        w.u16_list(self.signature_schemes, 1, 16)
         w.text(self.server_name, 1, _MAX_ID)
         w.uint(self.auth_mode, 1)
         w.uint(self.qkd_key is not None, 1)
@@ -246,9 +237,9 @@ class ClientHello:
         r = Reader(body, "ClientHello")
         version = r.uint(2)
         random = r.fixed(RANDOM_LEN)
-        suites = _read_u16_list(r, 16)
+        suites = r.u16_list(1, 16)
         shares = tuple(r.items(1, 8, KeyShare.read))
-        schemes = _read_u16_list(r, 16)
+        schemes = r.u16_list(1, 16)
         name = r.text(1, _MAX_ID)
         auth = r.uint(1)
         qkd = QKDKeyRef.read(r) if _read_flag(r, "qkd flag") else None
@@ -347,13 +338,13 @@ class CertificateRequest:
     def encode(self) -> bytes:
         w = Writer()
         w.uint(self.certificate_type, 1)
-        _write_u16_list(w, self.signature_schemes, 16)
+        w.u16_list(self.signature_schemes, 1, 16)
         return w.getvalue()
 
     @classmethod
     def decode(cls, body: bytes) -> CertificateRequest:
         r = Reader(body, "CertificateRequest")
-        msg = cls(certificate_type=r.uint(1), signature_schemes=_read_u16_list(r, 16))
+        msg = cls(certificate_type=r.uint(1), signature_schemes=r.u16_list(1, 16))
         r.finish()
         return msg
 
