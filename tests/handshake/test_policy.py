@@ -153,7 +153,8 @@ def test_peer_check_material_matches_the_auth_mode() -> None:
     server_pins = dataclasses.replace(cert_server, trust_store=(), pinned_keys=(b"spki",))
     with pytest.raises(PolicyError, match="server requiring client authentication"):
         ServerHandshake(server_pins, random=DetRandom("x"), now=lambda: 0.0)
-    ServerHandshake(server, random=DetRandom("x"), now=lambda: 0.0)  # no mutual: no pins needed
+    no_pins = dataclasses.replace(server, pinned_keys=())
+    ServerHandshake(no_pins, random=DetRandom("x"), now=lambda: 0.0)  # no mutual: no pins needed
 
 
 def test_pqc_policy_refuses_classical_signatures() -> None:
