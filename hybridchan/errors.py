@@ -245,13 +245,8 @@ def annotate(exc: BaseException, *, sent: int | None = None) -> None:
         exc.alert_received = None  # type: ignore[attr-defined]
 
 
-_KINDS: Final = (
-    "AuthenticationError",
-    "KeyUnavailableError",
-    "QKDKeyError",
-    "PolicyError",
-    "ProtocolError",
-)
+# The public kinds a private peer-alert class is named by (first match in its MRO).
+_KINDS: Final = (AuthenticationError, KeyUnavailableError, QKDKeyError, PolicyError, ProtocolError)
 
 
 def error_name(exc: BaseException) -> str:
@@ -261,5 +256,4 @@ def error_name(exc: BaseException) -> str:
     name = type(exc).__name__
     if not name.startswith("_"):
         return name
-    bases = [cls.__name__ for cls in type(exc).__mro__]
-    return next((b for b in bases if b in _KINDS), "PeerAlertError")
+    return next((cls.__name__ for cls in type(exc).__mro__ if cls in _KINDS), "PeerAlertError")
