@@ -422,14 +422,14 @@ class RecordReader:
         self, ctype: int, epoch: int, length: int, prot: RecordProtection | None, expected: int
     ) -> None:
         protected = prot is not None
-        if self.protection is None and (ctype not in _CONTENT_TYPES or epoch > _MAX_EPOCH):
-            # No keys yet: this is the peer's first record, so it speaks another protocol.
-            raise self._foreign_protocol()
-        if ctype not in _CONTENT_TYPES:
-            raise UnexpectedRecord(
-                f"unknown record content type {ctype}; the peer is not a hybridchan peer"
-            )
-        if epoch > _MAX_EPOCH:
+        if ctype not in _CONTENT_TYPES or epoch > _MAX_EPOCH:
+            if self.protection is None:
+                # No keys yet: this is the peer's first record, so it speaks another protocol.
+                raise self._foreign_protocol()
+            if ctype not in _CONTENT_TYPES:
+                raise UnexpectedRecord(
+                    f"unknown record content type {ctype}; the peer is not a hybridchan peer"
+                )
             raise RecordDecodeError(f"record epoch {epoch} is out of range (0..{_MAX_EPOCH})")
         if epoch != expected:
             raise UnexpectedRecord(
