@@ -49,6 +49,23 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
         time.sleep(0.002)
 
 
+def raw_server(
+    behaviour: Callable[[socket.socket], object],
+) -> tuple[socket.socket, threading.Thread]:
+    """A plain TCP listener whose one accepted connection gets ``behaviour(conn)`` in a
+    thread, then closes: stands in for a peer that is not a hybridchan endpoint."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            behaviour(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return listener, thread
+
+
 def data_of(events: list[Any]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, DataReceived))
 

@@ -30,7 +30,7 @@ from hybridchan.errors import (
     error_name,
 )
 from qkd.keysource import InMemoryKeyPool
-from tests.channel._util import Relay
+from tests.channel._util import Relay, raw_server
 
 MakeConfigs = Callable[..., Any]
 
@@ -124,24 +124,9 @@ def test_empty_qkd_source_during_rekey_over_tcp(make_configs: MakeConfigs, mode:
         assert box["data"] == payload
 
 
-def _raw_server(
-    behaviour: Callable[[socket.socket], object],
-) -> tuple[socket.socket, threading.Thread]:
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def run() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            behaviour(conn)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return listener, thread
-
-
 def test_peer_vanishes_mid_handshake(make_configs: MakeConfigs) -> None:
     client_cfg, _ = make_configs("hybrid")
-    listener, thread = _raw_server(lambda conn: conn.recv(65536))  # read ClientHello, then vanish
+    listener, thread = raw_server(lambda conn: conn.recv(65536))  # read ClientHello, then vanish
     with listener, pytest.raises((TruncatedError, ChannelClosed)) as info:
         hybridchan.connect(listener.getsockname()[:2], client_cfg)
     assert "handshake" in str(info.value)
@@ -173,7 +158,7 @@ def test_peer_vanishes_mid_record(make_configs: MakeConfigs) -> None:
 def test_handshake_timeout_fires_and_closes_socket(make_configs: MakeConfigs) -> None:
     client_cfg, _ = make_configs("hybrid", handshake_timeout=0.3)
     stop = threading.Event()
-    listener, thread = _raw_server(lambda conn: stop.wait(5))  # accepts, never answers
+    listener, thread = raw_server(lambda conn: stop.wait(5))  # accepts, never answers
     start = time.monotonic()
     with listener, pytest.raises(HandshakeTimeout) as info:
         hybridchan.connect(listener.getsockname()[:2], client_cfg)

@@ -24,7 +24,7 @@ from hybridchan.errors import (
     ProtocolError,
     TruncatedError,
 )
-from tests.channel._util import wait_for
+from tests.channel._util import raw_server, wait_for
 
 MakeConfigs = Callable[..., Any]
 
@@ -153,21 +153,6 @@ def test_first_bytes_of_another_protocol_are_named(
     assert info.value.alert == AlertDescription.decode_error
 
 
-def _answer_with(data: bytes) -> tuple[socket.socket, threading.Thread]:
-    """A server that answers the first bytes it gets with ``data``, then closes."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def run() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(data)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return listener, thread
-
-
 @pytest.mark.parametrize(
     ("answer", "looks_like"),
     [
@@ -179,7 +164,12 @@ def test_client_names_a_server_of_another_protocol(
     make_configs: MakeConfigs, answer: bytes, looks_like: str
 ) -> None:
     client_cfg, _ = make_configs("hybrid")
-    listener, thread = _answer_with(answer)
+
+    def answer_the_client_hello(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(answer)
+
+    listener, thread = raw_server(answer_the_client_hello)
     with listener, pytest.raises(ForeignProtocolError, match=f"look like {looks_like}") as info:
         hybridchan.connect(listener.getsockname()[:2], client_cfg)
     assert info.value.alert_sent == AlertDescription.decode_error  # fail closed, tell it why
