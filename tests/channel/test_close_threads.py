@@ -51,6 +51,22 @@ def _read_all(channel: hybridchan.Channel, box: dict[str, Any]) -> None:
     box["received"] = bytes(received)
 
 
+def _send_in_background(
+    channel: hybridchan.Channel, data: bytes, box: dict[str, Any]
+) -> threading.Thread:
+    """Start ``channel.sendall(data)`` in a thread; its error goes to ``box["send_error"]``."""
+
+    def send() -> None:
+        try:
+            channel.sendall(data)
+        except Exception as exc:
+            box["send_error"] = exc
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
 def test_close_during_a_send_on_another_thread_sends_close_notify_after_it(
     make_configs: MakeConfigs,
 ) -> None:
@@ -71,15 +87,7 @@ def test_close_during_a_send_on_another_thread_sends_close_notify_after_it(
     channel = hybridchan.wrap_socket(a, client_cfg)
     send_lock = channel._send_lock = _WatchedLock(channel._send_lock)  # type: ignore[assignment]
     data = os.urandom(8 << 20)
-
-    def send() -> None:
-        try:
-            channel.sendall(data)
-        except Exception as exc:
-            box["send_error"] = exc
-
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender = _send_in_background(channel, data, box)
     # The send holds the writer and cannot finish: the peer is not reading yet.
     wait_for(send_lock.locked, "the send is under way")
     closer = threading.Thread(target=channel.close, name="closer")
@@ -110,22 +118,19 @@ def test_close_does_not_wait_forever_for_a_send_the_peer_never_reads(
     peer_thread.start()
     channel = hybridchan.wrap_socket(a, client_cfg)
     box: dict[str, Any] = {}
-
-    def send() -> None:
-        try:
-            channel.sendall(bytes(8 << 20))
-        except Exception as exc:
-            box["send_error"] = exc
-
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender = _send_in_background(channel, bytes(8 << 20), box)
     wait_for(channel._send_lock.locked, "the send is under way")
-    channel.close()  # gives up on the close-notify after a bounded wait
-    sender.join(10)
-    assert not sender.is_alive()
-    assert isinstance(box["send_error"], OSError | ChannelClosed)
-    release.set()
-    peer_thread.join(10)
+    # In a thread, so that a close() that waits forever fails the test instead of hanging it.
+    closer = threading.Thread(target=channel.close, daemon=True)
+    closer.start()
+    try:
+        for thread in (closer, sender):  # close() gives up on the close-notify after 2 s
+            thread.join(10)
+            assert not thread.is_alive()
+        assert isinstance(box["send_error"], OSError | ChannelClosed)
+    finally:
+        release.set()
+        peer_thread.join(10)
 
 
 def _echo(channel: hybridchan.Channel) -> None:
