@@ -11,7 +11,10 @@ from pathlib import Path
 
 import click
 
-__all__ = ["check_output_file", "write_error"]
+__all__ = ["CHART_SUFFIXES", "check_output_file", "write_error"]
+
+#: Chart files the commands write; matplotlib's ``savefig`` picks the format by suffix.
+CHART_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def check_output_file(

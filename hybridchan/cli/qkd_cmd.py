@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from hybridchan.cli._paths import check_output_file, write_error
+from hybridchan.cli._paths import CHART_SUFFIXES, check_output_file, write_error
 from qkd.sim import (
     BlockStats,
     LinkParams,
@@ -32,8 +32,6 @@ from qkd.sim import (
 )
 
 __all__ = ["qkd"]
-
-_PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 @click.group()
@@ -94,7 +92,7 @@ def _pulses(value: str) -> int:
 )
 def simulate(**opts: Any) -> None:
     """Simulate decoy-state BB84 (GYS parameters by default) and post-process every block."""
-    check_output_file(opts["plot"], "--plot", suffixes=_PLOT_SUFFIXES)
+    check_output_file(opts["plot"], "--plot", suffixes=CHART_SUFFIXES)
     try:
         link, post = _build(opts)
         result = _run(link, post, seed=opts["seed"], blocks=opts["blocks"], quiet=opts["as_json"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from hybridchan.cli._paths import check_output_file, write_error
+from hybridchan.cli._paths import CHART_SUFFIXES, check_output_file, write_error
 from hybridchan.rndl import experiment
 from hybridchan.rndl.oracle import ADVERSARIES
 
@@ -65,7 +65,7 @@ def rndl(
     recomputing the key schedule with only what it can break.
     """
     check_output_file(json_out, "--json-out")
-    check_output_file(png, "--png", suffixes=(".png", ".svg", ".pdf"))
+    check_output_file(png, "--png", suffixes=CHART_SUFFIXES)
     if workdir is not None:
         try:
             workdir.mkdir(parents=True, exist_ok=True)
