@@ -116,21 +116,27 @@ def simulate(**opts: Any) -> None:
             click.echo(f"plot written to {opts['plot']}")
 
 
+#: The link's fields and the ``simulate`` options (click names) that set them.
+_LINK_OPTIONS: dict[str, str] = {
+    "distance_km": "distance",
+    "alpha_db_per_km": "alpha",
+    "eta_bob": "eta_bob",
+    "dark_count": "dark_count",
+    "misalignment": "misalignment",
+    "mu_signal": "mu",
+    "mu_decoy": "nu",
+    "p_signal": "p_signal",
+    "p_decoy": "p_decoy",
+    "p_vacuum": "p_vacuum",
+    "p_z": "p_z",
+    "rep_rate_hz": "rep_rate",
+}
+
+
 def _build(opts: dict[str, Any]) -> tuple[LinkParams, PostProcessingParams]:
     try:
         link = LinkParams(
-            distance_km=opts["distance"],
-            alpha_db_per_km=opts["alpha"],
-            eta_bob=opts["eta_bob"],
-            dark_count=opts["dark_count"],
-            misalignment=opts["misalignment"],
-            mu_signal=opts["mu"],
-            mu_decoy=opts["nu"],
-            p_signal=opts["p_signal"],
-            p_decoy=opts["p_decoy"],
-            p_vacuum=opts["p_vacuum"],
-            p_z=opts["p_z"],
-            rep_rate_hz=opts["rep_rate"],
+            **{field: opts[name] for field, name in _LINK_OPTIONS.items()},
             eve=parse_eve(opts["eve"]),
         )
         post = PostProcessingParams(
@@ -146,21 +152,13 @@ def _build(opts: dict[str, Any]) -> tuple[LinkParams, PostProcessingParams]:
 
 #: Parameter fields as this command's options name them, for error messages.
 _OPTION_OF: dict[str, str] = {
-    "distance_km": "--distance",
-    "alpha_db_per_km": "--alpha",
-    "eta_bob": "--eta-bob",
-    "dark_count": "--dark-count",
-    "misalignment": "--misalignment",
-    "mu_signal": "--mu",
-    "mu_decoy": "--nu",
-    "p_signal": "--p-signal",
-    "p_decoy": "--p-decoy",
-    "p_vacuum": "--p-vacuum",
-    "p_z": "--p-z",
-    "rep_rate_hz": "--rep-rate",
-    "pulses_per_block": "--block-pulses",
-    "sample_fraction": "--sample-fraction",
-    "qber_threshold": "--qber-threshold",
+    field: "--" + name.replace("_", "-")
+    for field, name in {
+        **_LINK_OPTIONS,
+        "pulses_per_block": "block_pulses",
+        "sample_fraction": "sample_fraction",
+        "qber_threshold": "qber_threshold",
+    }.items()
 }
 _FIELD_NAMES = re.compile(r"\b(" + "|".join(map(re.escape, _OPTION_OF)) + r")\b")
 
