@@ -333,41 +333,20 @@ def _chat_server(host: str, port: int, config: ChannelConfig, console: Console) 
         raise _listen_error(host, port, exc) from None
 
 
-class _OpenChannels:
-    """The echo server's open channels, so that Ctrl-C can end each with close-notify
-    (``Channel.close()`` sends it after a send under way in the handler's thread)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: set[Any] = set()
-
-    def add(self, channel: Any) -> None:
-        with self._lock:
-            self._open.add(channel)
-
-    def discard(self, channel: Any) -> None:
-        with self._lock:
-            self._open.discard(channel)
-
-    def close_all(self) -> int:
-        with self._lock:
-            closing = list(self._open)
-        for channel in closing:
-            channel.close()
-        return len(closing)
-
-
 def _echo_server(
     host: str, port: int, once: bool, config: ChannelConfig, console: Console, policy: str
 ) -> None:
     from hybridchan._sync import Server
 
     done = threading.Event()
-    channels = _OpenChannels()
+    serving = 0  # channels in the handler, for the stop message
+    serving_lock = threading.Lock()
 
     def handler(channel: Any) -> None:
+        nonlocal serving
         _describe(console, channel, f"client {channel.getpeername()[0]}:")
-        channels.add(channel)
+        with serving_lock:
+            serving += 1
         try:
             while data := channel.recv(65536):
                 channel.sendall(data)
@@ -375,7 +354,8 @@ def _echo_server(
             if not done.is_set():
                 console.print(f"[red]client error:[/red] {exc}")
         finally:
-            channels.discard(channel)
+            with serving_lock:
+                serving -= 1
             conn = channel.connection
             console.print(
                 f"client done: {conn.write_generation} key updates sent, {conn.read_generation} received"
@@ -398,7 +378,10 @@ def _echo_server(
                 _report_failures(console, server.errors)
         except KeyboardInterrupt:
             done.set()
-            console.print(f"stopped; closed {channels.close_all()} open channel(s)")
+            with serving_lock:
+                still_open = serving
+            server.shutdown()  # ends each open channel with close-notify
+            console.print(f"stopped; closed {still_open} open channel(s)")
 
 
 def _report_failures(console: Console, errors: list[BaseException]) -> None:
