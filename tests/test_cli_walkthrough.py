@@ -9,7 +9,6 @@ Ctrl-C does) by each test; everything runs on 127.0.0.1.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -19,7 +18,6 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner
 
@@ -267,22 +265,6 @@ def test_qkd_plot_with_eve_says_why_it_is_empty(tmp_path: Path) -> None:
     svg = chart.read_text()
     assert "same link, no Eve" in svg
     assert "no secret key at any distance" in svg
-
-
-def test_serve_and_connect_help_examples_parse() -> None:
-    """The example lines in ``serve --help`` / ``connect --help`` are accepted by click."""
-    examples = []
-    for name in ("serve", "connect"):
-        command = main.get_command(click.Context(main), name)
-        assert command is not None and command.help
-        examples += [line.strip() for line in command.help.splitlines() if "hybridchan " in line]
-    assert len(examples) == 4
-    for example in examples:
-        name, *args = shlex.split(example, comments=True)[1:]
-        command = main.get_command(click.Context(main), name)
-        assert command is not None
-        stdin = args.index("<") if "<" in args else len(args)  # shell redirection
-        command.make_context(name, args[:stdin])  # raises UsageError on a bad example
 
 
 def test_ca_mistakes_are_clear(tmp_path: Path) -> None:
