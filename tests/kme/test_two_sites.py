@@ -97,6 +97,13 @@ def test_only_the_peer_kme_may_send_cuts(sites: tuple[KMEServer, KMEServer], cer
     assert server_b.service.store.key_states() == before
 
 
+def _site_args(kme: TLSFiles, store: Path, peer_url: str, backend: str) -> list[str]:
+    args = ["kme", "site", "--kme-id", "KME_A", "--peer-kme-id", "KME_B"]
+    args += ["--peer-url", peer_url, "--local-sae", "alice", "--remote-sae", "bob"]
+    args += ["--ca", kme.ca_file, "--cert", kme.cert_file, "--key", kme.key_file]
+    return [*args, "--store", str(store), "--port", "0", "--tls-backend", backend]
+
+
 def test_site_command_closes_its_store(
     certs: Certs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,21 +121,11 @@ def test_site_command_closes_its_store(
 
     monkeypatch.setattr(KeyStore, "close", close)
     monkeypatch.setattr(KMEServer, "run_forever", interrupted)
-    kme_a, store = certs.pair.kme_a, tmp_path / "site.sqlite"
-    args = ["kme", "site", "--kme-id", "KME_A", "--peer-kme-id", "KME_B"]
-    args += ["--peer-url", "https://127.0.0.1:1", "--local-sae", "alice", "--remote-sae", "bob"]
-    args += ["--ca", kme_a.ca_file, "--cert", kme_a.cert_file, "--key", kme_a.key_file]
-    args += ["--store", str(store), "--port", "0", "--tls-backend", "python"]
+    store = tmp_path / "site.sqlite"
+    args = _site_args(certs.pair.kme_a, store, "https://127.0.0.1:1", "python")
     result = CliRunner().invoke(main, args)
     assert "serving on" in result.output and result.exit_code == 1  # click's Abort
     assert closed == [str(store)]
-
-
-def _site_args(kme: TLSFiles, store: Path, peer_url: str, backend: str) -> list[str]:
-    args = ["kme", "site", "--kme-id", "KME_A", "--peer-kme-id", "KME_B"]
-    args += ["--peer-url", peer_url, "--local-sae", "alice", "--remote-sae", "bob"]
-    args += ["--ca", kme.ca_file, "--cert", kme.cert_file, "--key", kme.key_file]
-    return [*args, "--store", str(store), "--port", "0", "--tls-backend", backend]
 
 
 @pytest.mark.parametrize("backend", ["python", "openssl4"])
