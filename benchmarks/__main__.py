@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say_where(console: Console, output: Path, rows: int, *, quick: bool) -> None:
     console.print(f"wrote {rows} rows to {output}", soft_wrap=True)
-    if quick and output.resolve() != RESULTS.resolve():
-        note = f"--quick rows are a smoke check, not figures; {RESULTS} is left as it is"
+    if quick:
+        note = "--quick rows are a smoke check, not figures"
+        if output.resolve() != RESULTS.resolve():
+            note += f"; {RESULTS} is left as it is"
         console.print(note, soft_wrap=True)
-    elif quick:
-        console.print("--quick rows are a smoke check, not figures")
 
 
 def _previous(path: Path) -> list[dict[str, object]]:
