@@ -68,18 +68,10 @@ def _paired_ops_per_second(
     Each side's round makes as many calls as fit in about ``round_time`` seconds (at
     least one), so a fast baseline beside a slow pure-Python KEM still runs long enough
     to amortise the cold caches the KEM leaves behind."""
-    calls = {
-        name: max(1, round(round_time / _seconds_per_call(fn)))
-        for name, fn in (("candidate", candidate), ("baseline", baseline))
-    }
-    ms = interleaved(
-        {
-            "candidate": _batch(candidate, calls["candidate"]),
-            "baseline": _batch(baseline, calls["baseline"]),
-        },
-        repeat=repeat,
-        number=1,
-    )
+    sides = {"candidate": candidate, "baseline": baseline}
+    calls = {name: max(1, round(round_time / _seconds_per_call(fn))) for name, fn in sides.items()}
+    batches = {name: _batch(fn, calls[name]) for name, fn in sides.items()}
+    ms = interleaved(batches, repeat=repeat, number=1)
     return 1000 * calls["candidate"] / ms["candidate"], 1000 * calls["baseline"] / ms["baseline"]
 
 
