@@ -155,8 +155,9 @@ def _finite(quick: bool) -> list[Result]:
             baseline=TARGET_BPS,
             baseline_name="target 10 Mb/s",
             notes=(
-                f"finite-key length (eps_sec 1e-10, eps_cor 1e-15), GYS, p_z=0.5, 1 block of "
-                f"{raw} raw bits: secret = {result.secret_bits / raw_in:.1%} of the raw key "
+                f"finite-key length (eps_sec {post.eps_sec:g}, eps_cor {post.eps_cor:g}), GYS, "
+                f"p_z={link.p_z}, 1 block of {raw} raw bits: secret = "
+                f"{result.secret_bits / raw_in:.1%} of the raw key "
                 f"(1 Mbit blocks give none)"
             ),
         )
