@@ -118,8 +118,9 @@ def _load_pass(
     Shuffled pass position p reads position (a p + b) mod n of the packed ``base``-order
     copy: one multiply-free step per bit and a 2-bit field of a quarter-size array.
     Without the prefix row, the block holding the most key bits (the first one when the
-    last is partial, e.g. 2^19 of them against 426k at n = 950k) is not gathered: its
-    parity is ``total`` (both parties' parity of the whole string) xor the other blocks'.
+    last is partial: at n = 950k, k = 2^18, it holds 2^18 of them, the last 164k) is not
+    gathered: its parity is ``total`` (both parties' parity of the whole string) xor the
+    other blocks'.
     """
     n_pad = store.size
     acc = np.uint8(0)
