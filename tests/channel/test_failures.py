@@ -69,9 +69,11 @@ def test_rekey_under_load_both_directions_each_qkd_key_once(make_configs: MakeCo
     s_read = [k for d, k in server_conn.qkd_rekey_ids if d == "read"]
     s_write = [k for d, k in server_conn.qkd_rekey_ids if d == "write"]
     c_read = [k for d, k in client.qkd_rekey_ids if d == "read"]
-    # the receiver may stop reading before a final key update that trails the data
-    assert s_read == c_write[: len(s_read)] and len(s_read) >= len(c_write) - 1
-    assert c_read == s_write[: len(c_read)] and len(c_read) >= len(s_write) - 1
+    # Each side reads every update that precedes the peer's last data byte (one per 64 KiB
+    # sent); updates after it -- a trailing one, and answers to the peer's update requests
+    # sent while it still writes -- may stay unread, in any number.
+    assert s_read == c_write[: len(s_read)] and len(s_read) >= len(up) // (64 << 10) - 1
+    assert c_read == s_write[: len(c_read)] and len(c_read) >= len(down) // (64 << 10) - 1
     every = c_write + s_write + list(client.session.qkd_key_ids)
     assert len(every) == len(set(every)) == pool.issued  # each key consumed exactly once
 
